@@ -1,0 +1,75 @@
+"""`appliance` command line: one package, several roles.
+
+Each subcommand's work lives in its own module, imported only when that command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from appliance import __version__
+from appliance.config import ConfigError, Settings, load_settings
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    return load_settings(getattr(args, "config", None), **{k: v for k, v in overrides.items() if v is not None})
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    cat = settings.catalog
+    print(f"config ok: {len(cat.backends)} backends, {len(cat.routes)} routes, {len(cat.models)} models"
+          + (f" ({settings.config})" if settings.config else " (no catalog file)"))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from appliance.server import serve
+
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
+    return serve(settings)
+
+
+Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8080)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    return None
+
+
+COMMANDS: list[Command] = [
+    ("serve", "run the gateway (Falcon ASGI under Granian)", _add_serve, cmd_serve),
+    ("check-config", "validate settings and the catalog, then exit", _no_args, cmd_check_config),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description="homelab AI gateway appliance")
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text, add_args, func in COMMANDS:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", type=Path, help="catalog TOML (default $APPLIANCE_CONFIG)")
+        add_args(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,242 @@
+"""Settings (environment, env file) and the TOML catalog of backends, routes and models.
+
+Everything is validated at start; a wrong value raises `ConfigError` whose message is one
+line naming the field, e.g. ``config error: routes[1].backend: unknown backend 'gpu'``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BackendKind = Literal["vllm", "llamacpp", "lmstudio", "ollama", "openai"]
+DEFAULT_STATE_DIR = Path.home() / ".local" / "state" / "appliance"
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message is one line that names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackendConfig(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    kind: BackendKind
+    base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+")]
+    api_key_env: str | None = None
+    api_key_credential: str | None = None
+    timeout_s: Annotated[float | None, Field(gt=0)] = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    discover: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+class RouteConfig(_Strict):
+    pattern: Annotated[str, Field(min_length=1)]
+    backend: str
+
+
+class ModelConfig(_Strict):
+    id: Annotated[str, Field(min_length=1)]
+    backend: str
+    upstream_id: str | None = None
+    owned_by: str | None = None
+    context_length: Annotated[int | None, Field(gt=0)] = None
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    price_input_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    price_output_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+
+
+class ApiKeyConfig(_Strict):
+    name: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Catalog(_Strict):
+    """The TOML catalog: `[[backends]]`, `[[routes]]`, `[[models]]`, `[[api_keys]]`."""
+
+    backends: tuple[BackendConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    models: tuple[ModelConfig, ...] = ()
+    api_keys: tuple[ApiKeyConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> Catalog:
+        names = [b.name for b in self.backends]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise _FieldError(f"backends[{i}].name", f"duplicate backend {name!r}")
+        for i, route in enumerate(self.routes):
+            if route.backend not in names:
+                raise _FieldError(f"routes[{i}].backend", f"unknown backend {route.backend!r}")
+        seen: set[str] = set()
+        for i, model in enumerate(self.models):
+            if model.backend not in names:
+                raise _FieldError(f"models[{i}].backend", f"unknown backend {model.backend!r}")
+            if model.id in seen:
+                raise _FieldError(f"models[{i}].id", f"duplicate model {model.id!r}")
+            seen.add(model.id)
+        return self
+
+    def backend(self, name: str) -> BackendConfig:
+        return next(b for b in self.backends if b.name == name)
+
+    def route_for(self, model: str) -> RouteConfig | None:
+        return next((r for r in self.routes if fnmatch.fnmatchcase(model, r.pattern)), None)
+
+
+class _FieldError(ValueError):
+    def __init__(self, loc: str, msg: str) -> None:
+        super().__init__(f"{loc}: {msg}")
+
+
+class KnowledgeSettings(_Strict):
+    """Retrieval: embedding model, chunking, search."""
+
+    embed_model_path: Path | None = None
+    embed_tokenizer_path: Path | None = None
+    embed_max_seq_len: Annotated[int, Field(ge=16, le=8192)] = 256
+    embed_batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    embed_threads: Annotated[int, Field(ge=0, le=256)] = 0
+    embed_max_inputs: Annotated[int, Field(ge=1)] = 2048
+    rerank_model_path: Path | None = None
+    rerank_kind: Literal["maxsim", "cross-encoder", "colbert"] = "maxsim"
+    chunk_tokens: Annotated[int, Field(ge=16, le=8192)] = 200
+    chunk_overlap: Annotated[int, Field(ge=0, le=4096)] = 32
+    rag_top_k: Annotated[int, Field(ge=1, le=100)] = 5
+    rag_candidates: Annotated[int, Field(ge=1, le=1000)] = 20
+    hnsw_ef_search: Annotated[int, Field(ge=1, le=1000)] = 100
+    db_pool_max: Annotated[int, Field(ge=1, le=200)] = 10
+
+
+class EventSettings(_Strict):
+    """Event pipeline: queue, spool, publisher."""
+
+    enabled: bool = True
+    queue_max: Annotated[int, Field(ge=1)] = 10_000
+    spool_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    spool_segment_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    spool_fsync: Literal["always", "batch", "never"] = "batch"
+    publish_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    duplicate_window_s: Annotated[int, Field(gt=0)] = 7200
+
+
+class InferenceSettings(_Strict):
+    """gRPC inference service and its client."""
+
+    listen: str = "0.0.0.0:50051"
+    deadline_s: Annotated[float, Field(gt=0)] = 2.0
+    breaker_cooldown_s: Annotated[float, Field(ge=0)] = 30.0
+    max_concurrency: Annotated[int, Field(ge=1)] = 8
+    max_inputs: Annotated[int, Field(ge=1)] = 2048
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Process settings: `APPLIANCE_*` environment, an optional env file, then defaults.
+
+    Nested sections use `__`: `APPLIANCE_KNOWLEDGE__CHUNK_TOKENS=256`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="APPLIANCE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    config: Path | None = None
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    state_dir: Path = DEFAULT_STATE_DIR
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    upstream_max_connections: Annotated[int, Field(ge=1)] = 256
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    models_cache_ttl_s: Annotated[float, Field(ge=0)] = 30.0
+    database_url: str | None = None
+    nats_url: str | None = None
+    inference_url: str | None = None
+    knowledge: KnowledgeSettings = KnowledgeSettings()
+    events: EventSettings = EventSettings()
+    inference: InferenceSettings = InferenceSettings()
+    catalog: Catalog = Catalog()
+
+
+def _one_line(exc: ValidationError, env: bool = False) -> str:
+    err = exc.errors()[0]
+    parts = [str(p) for p in err["loc"]]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if env:
+        return f"config error: APPLIANCE_{'__'.join(parts).upper()}: {msg}"
+    loc = ""
+    for part in err["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+    if not loc:
+        return f"config error: {msg}"
+    return f"config error: {loc}: {msg}"
+
+
+def load_catalog(path: Path) -> Catalog:
+    """Read and validate a TOML catalog file."""
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config error: {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config error: {path}: invalid TOML: {exc}") from exc
+    try:
+        return Catalog.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from exc
+
+
+def load_settings(config: Path | None = None, env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment (and `env_file`), then load the catalog it names."""
+    env_file = env_file or _default_env_file()
+    try:
+        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, env=True)) from exc
+    path = config or settings.config
+    if path is None:
+        return settings
+    return settings.model_copy(update={"config": path, "catalog": load_catalog(path)})
+
+
+def _default_env_file() -> Path | None:
+    explicit = os.environ.get("APPLIANCE_ENV_FILE")
+    if explicit:
+        return Path(explicit)
+    installed = Path("/etc/appliance/appliance.env")
+    return installed if installed.is_file() else None
+
+
+def read_secret(name: str | None, credential: str | None = None) -> str | None:
+    """A secret from a systemd credential (`$CREDENTIALS_DIRECTORY/<credential>`) or an env var."""
+    if credential:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if directory:
+            path = Path(directory) / credential
+            if path.is_file():
+                return path.read_text(encoding="utf-8").strip()
+    if name:
+        return os.environ.get(name)
+    return None

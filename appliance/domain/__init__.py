@@ -1,0 +1,1 @@
+"""The domain: routing, RAG orchestration, events as values. Standard library only."""

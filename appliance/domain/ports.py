@@ -1,0 +1,81 @@
+"""Ports: what the domain needs from the world, as `typing.Protocol`s. Adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    """A complete (non-streaming) answer from a backend: the decoded JSON body."""
+
+    body: dict[str, Any]
+    status: int = 200
+
+
+class ChatBackend(Protocol):
+    """An OpenAI-compatible LLM server (vLLM, llama.cpp, LM Studio, Ollama, a cloud API)."""
+
+    name: str
+
+    async def complete(self, payload: Mapping[str, Any]) -> UpstreamReply:
+        """POST /chat/completions without streaming. Raises `UpstreamError` subclasses."""
+        ...
+
+    def stream(self, payload: Mapping[str, Any]) -> AsyncIterator[bytes]:
+        """POST /chat/completions with `stream: true`; yields each SSE event's `data:` payload
+        as it arrives (without the `data: ` prefix, `[DONE]` excluded). Closing the iterator
+        cancels the upstream request."""
+        ...
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """GET /models -> the `data` list. Raises `UpstreamError` subclasses."""
+        ...
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised dense vectors."""
+
+    model_id: str
+    dimensions: int
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        ...
+
+    async def count_tokens(self, texts: Sequence[str]) -> int:
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RerankScore:
+    index: int
+    score: float
+
+
+class Reranker(Protocol):
+    """Scores candidate passages against a query; higher is more relevant."""
+
+    model_id: str
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> list[RerankScore]:
+        """One score per document, in input order."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event for the pipeline: subject, JSON-able payload, and its de-duplication id."""
+
+    subject: str
+    payload: Mapping[str, Any]
+    msg_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class EventSink(Protocol):
+    """Fire-and-forget publication. `emit` never blocks and never raises."""
+
+    def emit(self, event: Event) -> None:
+        ...

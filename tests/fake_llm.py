@@ -1,0 +1,164 @@
+"""A fake OpenAI-compatible LLM server for tests and benchmarks: a real HTTP server process.
+
+Run: `python -m tests.fake_llm --port N [--tokens 8] [--delay-ms 0] [--models a,b]`.
+
+Knobs, per request (in the JSON body under `"fake": {...}`, which the gateway passes through
+as an unknown field) or globally (`POST /_control` with the same keys):
+  tokens: int            completion tokens to produce (words "tok0 tok1 ...")
+  delay_ms: float        sleep before each streamed token (and once before a non-stream reply)
+  status: int            answer with this HTTP status and an OpenAI error body
+  disconnect_after: int  stream this many tokens, then drop the connection without [DONE]
+  reply: str             the content to return instead of generated tokens
+  tool_call: {name, arguments}  answer with a tool call
+
+`GET /_requests` returns every chat request body received (newest last); `DELETE /_requests`
+clears them. `/v1/models` lists `--models`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+_STATE: dict[str, Any] = {"control": {}, "requests": [], "models": ["fake-model"]}
+
+
+def _knobs(body: dict[str, Any]) -> dict[str, Any]:
+    knobs = dict(_STATE["defaults"])
+    knobs.update(_STATE["control"])
+    knobs.update(body.get("fake") or {})
+    return knobs
+
+
+def _content(knobs: dict[str, Any]) -> list[str]:
+    if knobs.get("reply") is not None:
+        words = str(knobs["reply"]).split(" ")
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
+    return [("tok%d" % i) if i == 0 else (" tok%d" % i) for i in range(int(knobs["tokens"]))]
+
+
+def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _error(status: int) -> web.Response:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    payload = {"error": {"message": f"fake upstream error {status}", "type": kind, "param": None, "code": None}}
+    return web.json_response(payload, status=status)
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return _error(400)
+    _STATE["requests"].append(body)
+    knobs = _knobs(body)
+    if knobs.get("status"):
+        return _error(int(knobs["status"]))
+    model = body.get("model", "fake-model")
+    created = int(time.time())
+    pieces = _content(knobs)
+    tool = knobs.get("tool_call")
+    delay = float(knobs.get("delay_ms", 0)) / 1000.0
+    if not body.get("stream"):
+        if delay:
+            await asyncio.sleep(delay)
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces)}
+        finish = "stop"
+        if tool:
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_0", "type": "function",
+                 "function": {"name": tool["name"], "arguments": tool.get("arguments", "{}")}}]}
+            finish = "tool_calls"
+        return web.json_response({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "usage": _usage(body, len(pieces)),
+        })
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+
+    def event(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+        if usage is not None:
+            chunk["usage"] = usage
+            chunk["choices"] = []
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    await resp.write(event({"role": "assistant", "content": ""}))
+    cut = knobs.get("disconnect_after")
+    for i, piece in enumerate(pieces):
+        if cut is not None and i >= int(cut):
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        if delay:
+            await asyncio.sleep(delay)
+        await resp.write(event({"content": piece}))
+    if tool:
+        await resp.write(event({"tool_calls": [{"index": 0, "id": "call_0", "type": "function",
+                                               "function": {"name": tool["name"], "arguments": tool.get("arguments", "{}")}}]}))
+    await resp.write(event({}, "tool_calls" if tool else "stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        await resp.write(event({}, usage=_usage(body, len(pieces))))
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+async def models(_: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [
+        {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in _STATE["models"]]})
+
+
+async def control(request: web.Request) -> web.Response:
+    _STATE["control"] = await request.json()
+    return web.json_response(_STATE["control"])
+
+
+async def requests_seen(request: web.Request) -> web.Response:
+    if request.method == "DELETE":
+        _STATE["requests"].clear()
+    return web.json_response(_STATE["requests"])
+
+
+def make_app() -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    for prefix in ("/v1", ""):
+        app.router.add_post(f"{prefix}/chat/completions", chat)
+        app.router.add_get(f"{prefix}/models", models)
+    app.router.add_post("/_control", control)
+    app.router.add_route("*", "/_requests", requests_seen)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tokens", type=int, default=8)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--models", default="fake-model")
+    args = parser.parse_args()
+    _STATE["defaults"] = {"tokens": args.tokens, "delay_ms": args.delay_ms}
+    _STATE["models"] = [m for m in args.models.split(",") if m]
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    web.run_app(make_app(), host=args.host, port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
