@@ -1,0 +1,113 @@
+"""What happened in a request, as values: the chat, embedding and retrieval outcomes.
+
+The gateway hands each outcome to a `Recorder` after (or while) answering; the event
+pipeline turns them into `pipeline.*` / `telemetry.*` events. Recording never blocks the
+response and never raises into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    name: str
+    arguments: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ChatOutcome:
+    """One finished chat completion (streaming or not, successful or failed)."""
+
+    correlation_id: str
+    model: str                      # the name the client asked for
+    upstream_model: str             # what the backend was sent
+    backend: str
+    route: str                      # "direct" | "rag" | "workflow"
+    streaming: bool
+    messages: Sequence[Mapping[str, Any]]   # the prompt as sent upstream (after RAG injection)
+    response_text: str
+    finish_reason: str | None
+    usage: Usage
+    tool_calls: Sequence[ToolCall] = ()
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None    # time to first token (streaming), else None
+    cost_usd: float = 0.0
+    status: int = 200
+    error: str | None = None
+    workspace: str | None = None
+    sources: Sequence[str] = ()     # document ids injected by RAG
+    started_at: float = 0.0         # unix time
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingOutcome:
+    correlation_id: str
+    model: str
+    inputs: int
+    tokens: int
+    dimensions: int
+    latency_ms: float
+    path: str = "local"             # "local" | "grpc"
+    started_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievedChunk:
+    document_id: str
+    chunk_index: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalOutcome:
+    correlation_id: str
+    workspace: str
+    query: str
+    mode: str                       # "dense" | "text" | "hybrid"
+    reranked: bool
+    hits: Sequence[RetrievedChunk]
+    latency_ms: float
+    composed_prompt_chars: int = 0  # > 0 when the hits were composed into a chat prompt
+    started_at: float = 0.0
+
+
+class Recorder(Protocol):
+    """Receives outcomes. Implementations must return at once and never raise."""
+
+    def chat(self, outcome: ChatOutcome) -> None:
+        ...
+
+    def embedding(self, outcome: EmbeddingOutcome) -> None:
+        ...
+
+    def retrieval(self, outcome: RetrievalOutcome) -> None:
+        ...
+
+
+class NullRecorder:
+    """Records nothing: events disabled."""
+
+    def chat(self, outcome: ChatOutcome) -> None:
+        return None
+
+    def embedding(self, outcome: EmbeddingOutcome) -> None:
+        return None
+
+    def retrieval(self, outcome: RetrievalOutcome) -> None:
+        return None
