@@ -63,6 +63,8 @@ def test_correlation_id_is_echoed_and_on_the_access_log_line(gateway: Gateway, l
     assert line["model"] == "coder" and line["backend"] == "local-vllm" and line["duration_ms"] > 0
     _, headers, _ = post(f"{gateway.base_url}/chat/completions", CHAT)
     assert len(headers["x-correlation-id"]) == 32  # generated when absent
+    _, again, _ = post(f"{gateway.base_url}/chat/completions", CHAT)
+    assert again["x-correlation-id"] != headers["x-correlation-id"]
 
 
 def test_error_log_line_carries_the_correlation_id(gateway: Gateway) -> None:
