@@ -114,6 +114,13 @@ class KnowledgeSettings(_Strict):
     embed_max_inputs: Annotated[int, Field(ge=1)] = 2048
     rerank_model_path: Path | None = None
     rerank_kind: Literal["maxsim", "cross-encoder", "colbert"] = "maxsim"
+    # inference package: FP32 fallback for an INT8 model, ids, executor bounds
+    embed_fp32_model_path: Path | None = None
+    embed_model_id: str | None = None
+    rerank_tokenizer_path: Path | None = None
+    rerank_max_documents: Annotated[int, Field(ge=1)] = 1000
+    inference_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    inference_queue_max: Annotated[int, Field(ge=1)] = 256
     chunk_tokens: Annotated[int, Field(ge=16, le=8192)] = 200
     chunk_overlap: Annotated[int, Field(ge=0, le=4096)] = 32
     rag_top_k: Annotated[int, Field(ge=1, le=100)] = 5
