@@ -15,6 +15,17 @@ class UpstreamReply:
     status: int = 200
 
 
+class UpstreamStream(Protocol):
+    """An open streaming response: iterate for each SSE event's `data:` payload as it arrives
+    (without the `data: ` prefix; `[DONE]` excluded). `aclose()` cancels the upstream request."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        ...
+
+    async def aclose(self) -> None:
+        ...
+
+
 class ChatBackend(Protocol):
     """An OpenAI-compatible LLM server (vLLM, llama.cpp, LM Studio, Ollama, a cloud API)."""
 
@@ -24,10 +35,9 @@ class ChatBackend(Protocol):
         """POST /chat/completions without streaming. Raises `UpstreamError` subclasses."""
         ...
 
-    def stream(self, payload: Mapping[str, Any]) -> AsyncIterator[bytes]:
-        """POST /chat/completions with `stream: true`; yields each SSE event's `data:` payload
-        as it arrives (without the `data: ` prefix, `[DONE]` excluded). Closing the iterator
-        cancels the upstream request."""
+    async def open_stream(self, payload: Mapping[str, Any]) -> UpstreamStream:
+        """POST /chat/completions with `stream: true`; returns once the backend answered with
+        a success status (so errors before the first byte raise `UpstreamError` here)."""
         ...
 
     async def list_models(self) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ response and never raises into it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -111,3 +112,31 @@ class NullRecorder:
 
     def retrieval(self, outcome: RetrievalOutcome) -> None:
         return None
+
+
+class FanoutRecorder:
+    """Hands every outcome to each of several recorders; one failing does not stop the rest."""
+
+    def __init__(self, *recorders: Recorder) -> None:
+        self.recorders = recorders
+
+    def chat(self, outcome: ChatOutcome) -> None:
+        for recorder in self.recorders:
+            try:
+                recorder.chat(outcome)
+            except Exception:  # a recorder must never break a response
+                logging.getLogger(__name__).exception("recorder failed")
+
+    def embedding(self, outcome: EmbeddingOutcome) -> None:
+        for recorder in self.recorders:
+            try:
+                recorder.embedding(outcome)
+            except Exception:
+                logging.getLogger(__name__).exception("recorder failed")
+
+    def retrieval(self, outcome: RetrievalOutcome) -> None:
+        for recorder in self.recorders:
+            try:
+                recorder.retrieval(outcome)
+            except Exception:
+                logging.getLogger(__name__).exception("recorder failed")

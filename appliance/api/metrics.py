@@ -1,0 +1,52 @@
+"""Prometheus metrics of the gateway and `GET /metrics` (multiprocess-aware for workers > 1)."""
+
+from __future__ import annotations
+
+import os
+
+import falcon
+import falcon.asgi
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from appliance.domain.records import ChatOutcome, EmbeddingOutcome, RetrievalOutcome
+
+HTTP_REQUESTS = Counter("appliance_http_requests_total", "HTTP requests answered",
+                        ["method", "route", "status"])
+HTTP_DURATION = Histogram("appliance_http_request_duration_seconds", "Time to the response head",
+                          ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+TOKENS = Counter("appliance_tokens_total", "Tokens processed", ["direction", "model"])
+COST = Counter("appliance_cost_usd_total", "Cost of chat completions by catalog prices", ["model"])
+CHATS = Counter("appliance_chat_completions_total", "Chat completions", ["model", "backend", "route", "streaming", "status"])
+
+
+class MetricsResource:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            resp.data = generate_latest(registry)
+        else:
+            resp.data = generate_latest()
+        resp.content_type = CONTENT_TYPE_LATEST
+
+
+class MetricsRecorder:
+    """Counts tokens, cost and completions per model from chat outcomes."""
+
+    def chat(self, outcome: ChatOutcome) -> None:
+        CHATS.labels(outcome.model, outcome.backend, outcome.route, str(outcome.streaming).lower(),
+                     str(outcome.status)).inc()
+        if outcome.usage.prompt_tokens:
+            TOKENS.labels("input", outcome.model).inc(outcome.usage.prompt_tokens)
+        if outcome.usage.completion_tokens:
+            TOKENS.labels("output", outcome.model).inc(outcome.usage.completion_tokens)
+        if outcome.cost_usd:
+            COST.labels(outcome.model).inc(outcome.cost_usd)
+
+    def embedding(self, outcome: EmbeddingOutcome) -> None:
+        if outcome.tokens:
+            TOKENS.labels("embedding", outcome.model).inc(outcome.tokens)
+
+    def retrieval(self, outcome: RetrievalOutcome) -> None:
+        return None

@@ -1,0 +1,83 @@
+"""Per-request plumbing: correlation id, API keys, body limit, access log and HTTP metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Collection
+from typing import Any, Final
+
+import falcon.asgi
+
+from appliance import logs
+from appliance.api.metrics import HTTP_DURATION, HTTP_REQUESTS
+from appliance.domain.errors import PayloadTooLarge, Unauthorized
+
+_CID_OK: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class RequestContext:
+    """Runs around every request. Streaming responders set `req.context.defer_log = True` and
+    call `finish(req, status)` themselves when the stream ends, so the line has the full time."""
+
+    def __init__(self, *, max_body_bytes: int, key_hashes: Collection[str] = (), access_log: bool = True) -> None:
+        self._max_body = max_body_bytes
+        self._keys = frozenset(key_hashes)
+        self._access_log = access_log
+        self.in_flight = 0
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        ctx = req.context
+        ctx.started = time.perf_counter()
+        self.in_flight += 1
+        cid = req.get_header("X-Correlation-ID") or req.get_header("X-Request-ID")
+        if not cid or not _CID_OK.match(cid):
+            cid = uuid.uuid4().hex
+        ctx.cid = cid
+        ctx.model = None
+        ctx.backend = None
+        ctx.defer_log = False
+        logs.correlation_id.set(cid)
+        resp.set_header("X-Correlation-ID", cid)
+        length = req.content_length
+        if length is not None and length > self._max_body:
+            raise PayloadTooLarge(f"Request body of {length} bytes exceeds the limit of {self._max_body} bytes")
+        if self._keys and req.path not in _OPEN_PATHS:
+            self._authorize(req)
+
+    def _authorize(self, req: falcon.asgi.Request) -> None:
+        token = req.get_header("x-api-key") or ""
+        auth = req.get_header("Authorization")
+        if auth and auth[:7].lower() == "bearer ":
+            token = auth[7:].strip()
+        if not token:
+            raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
+        if hashlib.sha256(token.encode()).hexdigest() not in self._keys:
+            raise Unauthorized("Invalid API key")
+
+    async def process_response(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any,
+                               req_succeeded: bool) -> None:
+        if not getattr(req.context, "defer_log", False):
+            self.finish(req, resp.status)
+
+    def finish(self, req: falcon.asgi.Request, status: Any) -> None:
+        ctx = req.context
+        if getattr(ctx, "finished", False):
+            return
+        ctx.finished = True
+        self.in_flight -= 1
+        started = getattr(ctx, "started", None)
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        code = falcon.http_status_to_code(status)
+        route = req.uri_template or "unmatched"
+        HTTP_REQUESTS.labels(req.method, route, code).inc()
+        HTTP_DURATION.labels(route).observe(elapsed)
+        if self._access_log:
+            logs.access_line({
+                "msg": "request", "method": req.method, "path": req.path, "status": code,
+                "duration_ms": round(elapsed * 1000, 3), "model": getattr(ctx, "model", None),
+                "backend": getattr(ctx, "backend", None), "correlation_id": getattr(ctx, "cid", None),
+            })

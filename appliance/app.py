@@ -1,0 +1,40 @@
+"""The Falcon ASGI application: `create_app(settings, services)`; no work at import time."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.asgi
+import falcon.media
+import orjson
+
+from appliance.api import errors
+from appliance.api.chat import ChatCompletions
+from appliance.api.health import HealthResource, ReadyResource
+from appliance.api.lifecycle import Lifecycle
+from appliance.api.metrics import MetricsResource
+from appliance.api.middleware import RequestContext
+from appliance.api.models import ModelsResource
+from appliance.config import Settings
+from appliance.services import Services
+
+
+def create_app(settings: Settings, services: Services) -> falcon.asgi.App:
+    context = RequestContext(max_body_bytes=settings.max_body_bytes,
+                             key_hashes=[k.sha256 for k in settings.catalog.api_keys],
+                             access_log=settings.access_log)
+    app = falcon.asgi.App(middleware=[Lifecycle(services, context), context])
+    app.req_options.strip_url_path_trailing_slash = True
+    json_handler = falcon.media.JSONHandler(dumps=lambda o: orjson.dumps(o).decode(), loads=orjson.loads)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    errors.install(app)
+
+    app.add_route("/v1/chat/completions", ChatCompletions(services.chat, max_body_bytes=settings.max_body_bytes,
+                                                          finish=context.finish))
+    models = ModelsResource(services.directory)
+    app.add_route("/v1/models", models)
+    app.add_route("/v1/models/{model_id:path}", models, suffix="one")
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadyResource(services.backends, services.readiness))
+    app.add_route("/metrics", MetricsResource())
+    return app

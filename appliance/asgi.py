@@ -1,0 +1,16 @@
+"""The ASGI entry point for Granian (`appliance.asgi:create`, factory mode): one app per worker."""
+
+from __future__ import annotations
+
+import falcon.asgi
+
+from appliance import logs
+from appliance.app import create_app
+from appliance.config import load_settings
+from appliance.services import build_services
+
+
+def create() -> falcon.asgi.App:
+    settings = load_settings()
+    logs.configure(settings.log_level)
+    return create_app(settings, build_services(settings))

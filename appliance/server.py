@@ -1,0 +1,52 @@
+"""`appliance serve`: the Falcon app under Granian, with settings handed to the workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from granian import Granian
+from granian.constants import Interfaces, Loops
+
+from appliance import logs
+from appliance.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """What a worker needs to rebuild the same settings (CLI overrides travel by environment)."""
+    env = {"APPLIANCE_HOST": settings.host, "APPLIANCE_PORT": str(settings.port),
+           "APPLIANCE_WORKERS": str(settings.workers), "APPLIANCE_STATE_DIR": str(settings.state_dir)}
+    if settings.config:
+        env["APPLIANCE_CONFIG"] = str(settings.config)
+    return env
+
+
+def serve(settings: Settings) -> int:
+    logs.configure(settings.log_level)
+    os.environ.update(worker_env(settings))
+    if settings.workers > 1:
+        # Each worker counts on its own; /metrics sums them from files here.
+        metrics_dir = settings.state_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    log.info("starting gateway", extra={"host": settings.host, "port": settings.port, "workers": settings.workers,
+                                        "catalog": str(settings.config) if settings.config else None})
+    server = Granian(
+        "appliance.asgi:create",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        loop=Loops.uvloop,
+        log_enabled=False,
+        log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=int(settings.drain_timeout_s) + 5,
+    )
+    server.serve()
+    return 0
