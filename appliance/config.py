@@ -150,6 +150,10 @@ class InferenceSettings(_Strict):
     max_concurrency: Annotated[int, Field(ge=1)] = 8
     max_inputs: Annotated[int, Field(ge=1)] = 2048
     max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    # inference package additions
+    max_text_chars: Annotated[int, Field(ge=1)] = 100_000
+    health_listen: str = "0.0.0.0:50052"   # HTTP /healthz and /metrics beside the gRPC port
+    grace_s: Annotated[float, Field(ge=0)] = 5.0
 
 
 class Settings(BaseSettings):

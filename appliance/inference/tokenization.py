@@ -75,6 +75,12 @@ class TextTokenizer:
             return 0
         return sum(len(e.ids) for e in self._raw.encode_batch(list(texts), add_special_tokens=False))
 
+    def counts(self, texts: Sequence[str]) -> list[int]:
+        """Content tokens per text, as `count` measures them."""
+        if not texts:
+            return []
+        return [len(e.ids) for e in self._raw.encode_batch(list(texts), add_special_tokens=False)]
+
     def window(self, text: str) -> Encoding:
         """One text encoded for the model with offsets, truncated to `max_seq_len`."""
         return self._model.encode(text)
