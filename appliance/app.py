@@ -7,7 +7,7 @@ import falcon.asgi
 import falcon.media
 import orjson
 
-from appliance.api import errors
+from appliance.api import embeddings, errors
 from appliance.api.chat import ChatCompletions
 from appliance.api.health import HealthResource, ReadyResource
 from appliance.api.lifecycle import Lifecycle
@@ -37,4 +37,5 @@ def create_app(settings: Settings, services: Services) -> falcon.asgi.App:
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(services.backends, services.readiness))
     app.add_route("/metrics", MetricsResource())
+    embeddings.add_routes(app, services)
     return app
