@@ -23,6 +23,17 @@ class TokenEmbedder(Protocol):
     model_id: str
     dimensions: int
 
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer without padding or truncation (offsets included), for chunking
+        by the embedder's own tokens; loading it does not load the model."""
+        ...
+
+    @property
+    def max_seq_len(self) -> int:
+        """Tokens the model sees per text (special tokens included); longer input is truncated."""
+        ...
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         ...
 

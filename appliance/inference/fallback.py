@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from typing import Final, TypeVar
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from appliance.domain.ports import Reranker, RerankScore
 from appliance.inference.breaker import Breaker
@@ -70,6 +71,14 @@ class FallbackEmbedder:
         if name == "dimensions":
             return self.local.dimensions
         raise AttributeError(name)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.local.tokenizer
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.local.max_seq_len
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:

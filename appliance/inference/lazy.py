@@ -14,12 +14,14 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from appliance.config import KnowledgeSettings
 from appliance.domain.ports import RerankScore
 from appliance.inference.encoder import Span
 from appliance.inference.local import LocalModels, load_local_models
 from appliance.inference.model_files import embedder_files
+from appliance.inference.tokenization import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,16 @@ class LocalModelsLoader:
         self._lock = threading.Lock()
         self._models: LocalModels | None = None
         self._preload: asyncio.Task[LocalModels] | None = None
+        self._tokenizer: Tokenizer | None = None
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The raw tokenizer (no padding/truncation), loaded on its own: about 50 ms, no model."""
+        if self._models is not None:
+            return self._models.embedder.tokenizer
+        if self._tokenizer is None:
+            self._tokenizer = TextTokenizer(self.files.tokenizer, self.knowledge.embed_max_seq_len).raw
+        return self._tokenizer
 
     @property
     def loaded(self) -> bool:
@@ -80,6 +92,14 @@ class LazyEmbedder:
         if name == "dimensions":
             return self.loader.get().embedder.dimensions
         raise AttributeError(name)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.loader.tokenizer
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.loader.knowledge.embed_max_seq_len
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return await (await self.loader.aget()).embedder.embed(texts)
