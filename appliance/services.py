@@ -24,6 +24,7 @@ from appliance.domain.models import ModelDirectory
 from appliance.domain.ports import ChatBackend, Embedder, Reranker
 from appliance.domain.records import FanoutRecorder, Recorder
 from appliance.domain.routing import ModelEntry, ModelRouter, RouteRule
+from appliance.inference.wiring import add_inference
 
 log = logging.getLogger(__name__)
 
@@ -96,4 +97,5 @@ def build_services(settings: Settings) -> Services:
     services = Services(settings, router, backends, directory, chat, recorders)
     services.starters.append(pool.start)
     services.closers.append(pool.close)
+    add_inference(services)
     return services

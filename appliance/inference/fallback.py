@@ -1,0 +1,122 @@
+"""Per-call fallback: try the gRPC service, serve in process when it cannot answer.
+
+The caller sees the same vectors either way (the service runs the same model files); only
+the `appliance_inference_*` metrics and `served_path` (read by the HTTP layer for the
+`x-appliance-inference` header) tell the paths apart. A breaker keeps a dead service from
+costing a timeout on every call for `breaker_cooldown_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from typing import Final, TypeVar
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from appliance.domain.ports import Reranker, RerankScore
+from appliance.inference.breaker import Breaker
+from appliance.inference.embedder import TokenEmbedder
+from appliance.inference.encoder import Span
+from appliance.inference.grpc_client import GrpcInference, RemoteUnavailable
+from appliance.inference.metrics import CALLS, FALLBACKS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: "grpc" or "local" after an embed/rerank call in this context; None before any.
+served_path: Final[ContextVar[str | None]] = ContextVar("served_path", default=None)
+
+
+class Fallback:
+    def __init__(self, remote: GrpcInference, breaker: Breaker) -> None:
+        self.remote = remote
+        self.breaker = breaker
+
+    async def call(self, op: str, remote: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
+        if self.breaker.allow():
+            try:
+                result = await remote()
+            except RemoteUnavailable as exc:
+                self.breaker.failure()
+                FALLBACKS.labels(op, exc.reason).inc()
+                log.warning("inference %s served in process: %s", op, exc.message,
+                            extra={"op": op, "reason": exc.reason})
+            else:
+                self.breaker.success()
+                CALLS.labels(op, "grpc").inc()
+                served_path.set("grpc")
+                return result
+        else:
+            FALLBACKS.labels(op, "breaker_open").inc()
+        result = await local()
+        CALLS.labels(op, "local").inc()
+        served_path.set("local")
+        return result
+
+
+class FallbackEmbedder:
+    """`TokenEmbedder` over the gRPC service with the in-process embedder behind it."""
+
+    def __init__(self, fallback: Fallback, local: TokenEmbedder) -> None:
+        self.fallback = fallback
+        self.local = local
+        self.model_id = local.model_id
+
+    dimensions: int  # the in-process model's, looked up on access (see __getattr__)
+
+    def __getattr__(self, name: str) -> int:
+        if name == "dimensions":
+            return self.local.dimensions
+        raise AttributeError(name)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.local.tokenizer
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.local.max_seq_len
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        async def remote() -> list[list[float]]:
+            return self._checked(await self.fallback.remote.embed_array(texts)).tolist()  # type: ignore[no-any-return]
+
+        return await self.fallback.call("embed", remote, lambda: self.local.embed(texts))
+
+    def _checked(self, vectors: np.ndarray) -> np.ndarray:
+        if vectors.ndim == 2 and vectors.shape[1] != self.dimensions:
+            raise RemoteUnavailable(f"inference service returns {vectors.shape[1]}-dimensional vectors, "
+                                    f"the in-process model {self.dimensions} (different models?)", "mismatch")
+        return vectors
+
+    async def count_tokens(self, texts: Sequence[str]) -> int:
+        # The tokenizer is in process on both paths: counting never needs the service.
+        return await self.local.count_tokens(texts)
+
+    async def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return await self.fallback.call("embed_tokens", lambda: self.fallback.remote.token_vectors(texts),
+                                        lambda: self.local.token_vectors(texts))
+
+    async def embed_context(self, text: str, spans: Sequence[Span]) -> list[list[float]]:
+        async def remote() -> list[list[float]]:
+            return self._checked(await self.fallback.remote.embed_context(text, spans)).tolist()  # type: ignore[no-any-return]
+
+        return await self.fallback.call("embed_context", remote, lambda: self.local.embed_context(text, spans))
+
+
+class FallbackReranker:
+    def __init__(self, fallback: Fallback, local: Reranker) -> None:
+        self.fallback = fallback
+        self.local = local
+        self.model_id = local.model_id
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> list[RerankScore]:
+        if not documents:
+            return []
+        return await self.fallback.call("rerank", lambda: self.fallback.remote.rerank(query, documents),
+                                        lambda: self.local.rerank(query, documents))

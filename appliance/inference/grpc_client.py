@@ -1,0 +1,152 @@
+"""Client of `appliance inference`: the remote half of the Embedder/Reranker ports.
+
+gRPC errors are translated here and nowhere else: INVALID_ARGUMENT -> `InvalidRequest`;
+everything that means "the service cannot answer now" (UNAVAILABLE, DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED, CANCELLED, INTERNAL, UNKNOWN, a model/dimension mismatch) ->
+`RemoteUnavailable`, a `DependencyUnavailable` whose `reason` the fallback counts.
+
+A grpc.aio channel belongs to the event loop that made it, so the channel is opened on
+first use and reopened if a call comes from another loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from appliance.domain.errors import DependencyUnavailable, InvalidRequest
+from appliance.domain.ports import RerankScore
+from appliance.inference.encoder import Span
+from appliance.inference.gen import inference_pb2 as pb
+from appliance.inference.gen import inference_pb2_grpc as pb_grpc
+from appliance.inference.wire import VectorShapeError, unpack
+
+T = TypeVar("T")
+
+_REASONS = {grpc.StatusCode.UNAVAILABLE: "unavailable", grpc.StatusCode.DEADLINE_EXCEEDED: "deadline",
+            grpc.StatusCode.RESOURCE_EXHAUSTED: "overloaded", grpc.StatusCode.CANCELLED: "cancelled"}
+
+
+class RemoteUnavailable(DependencyUnavailable):
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def grpc_target(url: str) -> str:
+    """`grpc://host:port`, `http://host:port` or `host:port` -> `host:port`."""
+    for prefix in ("grpc://", "http://", "dns:///"):
+        if url.startswith(prefix):
+            return url[len(prefix):].rstrip("/")
+    return url.rstrip("/")
+
+
+class GrpcInference:
+    """Embed, EmbedTokens, EmbedContext, Rerank and MaxSimSearch over one channel."""
+
+    def __init__(self, url: str, *, deadline_s: float, max_message_bytes: int,
+                 expect_dimensions: int | None = None) -> None:
+        self.target = grpc_target(url)
+        self.deadline_s = deadline_s
+        self.expect_dimensions = expect_dimensions
+        self._options = [("grpc.max_receive_message_length", max_message_bytes),
+                         ("grpc.max_send_message_length", max_message_bytes),
+                         ("grpc.enable_retries", 0)]
+        self._channel: grpc.aio.Channel | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stubs: dict[str, Any] = {}
+
+    def _stub(self, name: str) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._channel is None or self._loop is not loop:
+            self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            self._loop = loop
+            self._stubs = {
+                "embed": pb_grpc.EmbeddingServiceStub(self._channel),  # type: ignore[no-untyped-call]
+                "rerank": pb_grpc.RerankServiceStub(self._channel),  # type: ignore[no-untyped-call]
+                "search": pb_grpc.SearchServiceStub(self._channel),  # type: ignore[no-untyped-call]
+                "health": health_pb2_grpc.HealthStub(self._channel),
+            }
+        return self._stubs[name]
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidRequest(exc.details() or "invalid input") from exc
+            reason = _REASONS.get(code, "error")
+            raise RemoteUnavailable(f"inference service {self.target}: {what} failed: {code.name} "
+                                    f"{exc.details() or ''}".rstrip(), reason) from exc
+
+    def _check_dims(self, dims: int) -> None:
+        if self.expect_dimensions is not None and dims != self.expect_dimensions:
+            raise RemoteUnavailable(f"inference service {self.target} returns {dims}-dimensional vectors, "
+                                    f"expected {self.expect_dimensions} (different model?)", "mismatch")
+
+    def _vectors(self, data: bytes, rows: int, dims: int) -> np.ndarray:
+        self._check_dims(dims)
+        try:
+            return unpack(data, rows, dims)
+        except VectorShapeError as exc:
+            raise RemoteUnavailable(f"inference service {self.target}: {exc}", "error") from exc
+
+    async def embed_response(self, texts: Sequence[str]) -> pb.EmbedResponse:
+        request = pb.EmbedRequest(texts=list(texts))
+        reply: pb.EmbedResponse = await self._call(
+            "Embed", lambda: self._stub("embed").Embed(request, timeout=self.deadline_s))
+        return reply
+
+    async def embed_array(self, texts: Sequence[str]) -> np.ndarray:
+        reply = await self.embed_response(texts)
+        return self._vectors(reply.vectors, len(texts), reply.dimensions)
+
+    async def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        request = pb.EmbedTokensRequest(texts=list(texts))
+        reply: pb.EmbedTokensResponse = await self._call(
+            "EmbedTokens", lambda: self._stub("embed").EmbedTokens(request, timeout=self.deadline_s))
+        return [self._vectors(t.data, t.tokens, reply.dimensions) for t in reply.texts]
+
+    async def embed_context(self, text: str, spans: Sequence[Span]) -> np.ndarray:
+        request = pb.EmbedContextRequest(text=text, spans=[pb.Span(start=s, end=e) for s, e in spans])
+        reply: pb.EmbedContextResponse = await self._call(
+            "EmbedContext", lambda: self._stub("embed").EmbedContext(request, timeout=self.deadline_s))
+        return self._vectors(reply.vectors, len(spans), reply.dimensions)
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> list[RerankScore]:
+        request = pb.RerankRequest(query=query, documents=list(documents))
+        reply: pb.RerankResponse = await self._call(
+            "Rerank", lambda: self._stub("rerank").Rerank(request, timeout=self.deadline_s))
+        if len(reply.scores) != len(documents):
+            raise RemoteUnavailable(f"inference service {self.target}: {len(reply.scores)} scores for "
+                                    f"{len(documents)} documents", "error")
+        return [RerankScore(index=i, score=float(s)) for i, s in enumerate(reply.scores)]
+
+    async def maxsim_search(self, query: str, candidates: Sequence[str | np.ndarray],
+                            top_k: int = 0) -> list[RerankScore]:
+        """Top-k candidates by MaxSim, best first; a candidate is a text or its token vectors."""
+        request = pb.MaxSimSearchRequest(query=query, top_k=top_k, candidates=[
+            pb.Candidate(text=c) if isinstance(c, str)
+            else pb.Candidate(vectors=pb.TokenVectors(tokens=c.shape[0], data=np.ascontiguousarray(c, "<f4").tobytes()))
+            for c in candidates])
+        reply: pb.MaxSimSearchResponse = await self._call(
+            "MaxSimSearch", lambda: self._stub("search").MaxSimSearch(request, timeout=self.deadline_s))
+        return [RerankScore(index=h.index, score=float(h.score)) for h in reply.hits]
+
+    async def health(self, service: str = "") -> str:
+        """The health status name (`SERVING`, `NOT_SERVING`, ...) of `service`."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        reply = await self._call("Health.Check", lambda: self._stub("health").Check(request, timeout=self.deadline_s))
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            if self._loop is asyncio.get_running_loop():
+                await channel.close()

@@ -1,0 +1,154 @@
+"""gRPC servicers for `proto/inference.proto`, over the same `LocalModels` as the gateway.
+
+Input is validated here (INVALID_ARGUMENT with a message naming the field); model calls
+go through the models' bounded executor, whose refusal becomes RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn, TypeVar
+
+import grpc
+import numpy as np
+
+from appliance.config import InferenceSettings
+from appliance.domain.errors import DependencyUnavailable
+from appliance.inference.gen import inference_pb2 as pb
+from appliance.inference.gen import inference_pb2_grpc as pb_grpc
+from appliance.inference.local import LocalModels
+from appliance.inference.maxsim import maxsim_scores, top_k
+from appliance.inference.wire import VectorShapeError, pack, unpack
+
+T = TypeVar("T")
+SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[n].full_name
+                      for n in ("EmbeddingService", "RerankService", "SearchService"))
+
+
+class Limits:
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.max_inputs = settings.max_inputs
+        self.max_text_chars = settings.max_text_chars
+
+    async def invalid(self, context: grpc.aio.ServicerContext, message: str) -> NoReturn:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        raise AssertionError("abort returned")  # pragma: no cover
+
+    async def texts(self, context: grpc.aio.ServicerContext, field: str, texts: Sequence[str]) -> list[str]:
+        if not texts:
+            await self.invalid(context, f"{field}: at least one text is required")
+        if len(texts) > self.max_inputs:
+            await self.invalid(context, f"{field}: {len(texts)} inputs exceed the limit of {self.max_inputs}")
+        for i, text in enumerate(texts):
+            if len(text) > self.max_text_chars:
+                await self.invalid(context, f"{field}[{i}]: {len(text)} characters exceed the limit of "
+                                            f"{self.max_text_chars}")
+        return list(texts)
+
+
+async def _guarded(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except DependencyUnavailable as exc:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message)
+        raise  # pragma: no cover
+
+
+class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
+    def __init__(self, models: LocalModels, limits: Limits) -> None:
+        self._models = models
+        self._limits = limits
+
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        texts = await self._limits.texts(context, "texts", request.texts)
+        embedder = self._models.embedder
+        vectors = await _guarded(context, lambda: embedder.embed_array(texts))
+        counts = await _guarded(context, lambda: embedder.executor.run(
+            lambda: embedder.encoder.tokenizer.counts(texts)))
+        return pb.EmbedResponse(model_id=embedder.model_id, dimensions=embedder.dimensions,
+                                vectors=pack(vectors), token_counts=counts)
+
+    async def EmbedTokens(self, request: pb.EmbedTokensRequest,
+                          context: grpc.aio.ServicerContext) -> pb.EmbedTokensResponse:
+        texts = await self._limits.texts(context, "texts", request.texts)
+        embedder = self._models.embedder
+        tokens = await _guarded(context, lambda: embedder.token_vectors(texts))
+        return pb.EmbedTokensResponse(
+            model_id=embedder.model_id, dimensions=embedder.dimensions,
+            texts=[pb.TokenVectors(tokens=t.shape[0], data=pack(t)) for t in tokens])
+
+    async def EmbedContext(self, request: pb.EmbedContextRequest,
+                           context: grpc.aio.ServicerContext) -> pb.EmbedContextResponse:
+        if not request.text:
+            await self._limits.invalid(context, "text: a document is required")
+        if not request.spans:
+            await self._limits.invalid(context, "spans: at least one span is required")
+        if len(request.spans) > self._limits.max_inputs:
+            await self._limits.invalid(context, f"spans: {len(request.spans)} exceed the limit of "
+                                                f"{self._limits.max_inputs}")
+        size = len(request.text)
+        for i, span in enumerate(request.spans):
+            if not span.start < span.end <= size:
+                await self._limits.invalid(context, f"spans[{i}]: [{span.start}, {span.end}) is not a "
+                                                    f"non-empty range within the text's {size} characters")
+        spans = [(s.start, s.end) for s in request.spans]
+        embedder = self._models.embedder
+        vectors = await _guarded(context, lambda: embedder.executor.run(
+            lambda: embedder.encoder.embed_context(request.text, spans)))
+        return pb.EmbedContextResponse(model_id=embedder.model_id, dimensions=embedder.dimensions,
+                                       vectors=pack(vectors))
+
+
+class RerankServicer(pb_grpc.RerankServiceServicer):
+    def __init__(self, models: LocalModels, limits: Limits) -> None:
+        self._models = models
+        self._limits = limits
+
+    async def Rerank(self, request: pb.RerankRequest, context: grpc.aio.ServicerContext) -> pb.RerankResponse:
+        docs = await self._limits.texts(context, "documents", request.documents)
+        await self._limits.texts(context, "query", [request.query])
+        reranker = self._models.reranker
+        scores = await _guarded(context, lambda: reranker.rerank(request.query, docs))
+        return pb.RerankResponse(model_id=reranker.model_id, scores=[s.score for s in scores])
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    def __init__(self, models: LocalModels, limits: Limits) -> None:
+        self._models = models
+        self._limits = limits
+
+    async def MaxSimSearch(self, request: pb.MaxSimSearchRequest,
+                           context: grpc.aio.ServicerContext) -> pb.MaxSimSearchResponse:
+        if not request.candidates:
+            await self._limits.invalid(context, "candidates: at least one candidate is required")
+        if len(request.candidates) > self._limits.max_inputs:
+            await self._limits.invalid(context, f"candidates: {len(request.candidates)} exceed the limit of "
+                                                f"{self._limits.max_inputs}")
+        embedder = self._models.embedder
+        dims = embedder.dimensions
+        texts = [request.query]
+        where: dict[int, int] = {}
+        given: dict[int, np.ndarray] = {}
+        for i, cand in enumerate(request.candidates):
+            if cand.WhichOneof("content") == "vectors":
+                try:
+                    given[i] = unpack(cand.vectors.data, cand.vectors.tokens, dims)
+                except VectorShapeError as exc:
+                    await self._limits.invalid(context, f"candidates[{i}].vectors: {exc}")
+            else:
+                where[i] = len(texts)
+                texts.append(cand.text)
+        await self._limits.texts(context, "candidates", texts)
+        vectors = await _guarded(context, lambda: embedder.token_vectors(texts))
+        docs = [given[i] if i in given else vectors[where[i]] for i in range(len(request.candidates))]
+        scores = maxsim_scores(vectors[0], docs)
+        best = top_k(scores, request.top_k)
+        return pb.MaxSimSearchResponse(model_id=f"maxsim:{embedder.model_id}",
+                                       hits=[pb.MaxSimHit(index=i, score=scores[i]) for i in best])
+
+
+def add_servicers(server: grpc.aio.Server, models: LocalModels, settings: InferenceSettings) -> None:
+    limits = Limits(settings)
+    pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(models, limits), server)  # type: ignore[no-untyped-call]
+    pb_grpc.add_RerankServiceServicer_to_server(RerankServicer(models, limits), server)  # type: ignore[no-untyped-call]
+    pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(models, limits), server)  # type: ignore[no-untyped-call]

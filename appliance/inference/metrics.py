@@ -1,0 +1,14 @@
+"""Prometheus metrics of the inference path (gateway side and service side)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+CALLS = Counter("appliance_inference_calls_total", "Embedding/rerank calls by the path that served them",
+                ["op", "path"])
+FALLBACKS = Counter("appliance_inference_fallbacks_total",
+                    "Calls served in process because the gRPC service failed or the breaker was open",
+                    ["op", "reason"])
+BREAKER_STATE = Gauge("appliance_inference_breaker_state",
+                      "gRPC inference breaker: 0 closed, 1 open, 2 half-open", ["breaker"],
+                      multiprocess_mode="max")

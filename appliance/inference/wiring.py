@@ -1,0 +1,77 @@
+"""Composition for the gateway: which Embedder/Reranker `Services` gets, and their hooks.
+
+Without `APPLIANCE_INFERENCE_URL`: the in-process models. With it: the gRPC client with
+per-call fallback to the in-process models (loaded at start too, so a fallback costs no
+load). `build_services` calls `add_inference(services)` once; nothing here does I/O
+until the start-up hook runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from appliance.config import ConfigError, Settings
+from appliance.domain.ports import Embedder, Reranker
+from appliance.inference.breaker import Breaker
+from appliance.inference.fallback import Fallback, FallbackEmbedder, FallbackReranker
+from appliance.inference.grpc_client import GrpcInference
+from appliance.inference.lazy import LazyEmbedder, LazyReranker, LocalModelsLoader
+from appliance.inference.model_files import ModelFilesMissing
+
+if TYPE_CHECKING:
+    from appliance.services import Services
+
+
+class Inference:
+    """The gateway's inference components: `embedder` and `reranker` are what callers use."""
+
+    def __init__(self, settings: Settings) -> None:
+        try:
+            self.loader = LocalModelsLoader(settings.knowledge)
+        except ModelFilesMissing as exc:
+            raise ConfigError(f"config error: {exc}") from exc
+        local_embedder = LazyEmbedder(self.loader)
+        local_reranker = LazyReranker(self.loader)
+        self.remote: GrpcInference | None = None
+        self.breaker: Breaker | None = None
+        self.embedder: Embedder = local_embedder
+        self.reranker: Reranker = local_reranker
+        if settings.inference_url:
+            cfg = settings.inference
+            self.remote = GrpcInference(settings.inference_url, deadline_s=cfg.deadline_s,
+                                        max_message_bytes=cfg.max_message_bytes)
+            self.breaker = Breaker(cfg.breaker_cooldown_s)
+            fallback = Fallback(self.remote, self.breaker)
+            self.embedder = FallbackEmbedder(fallback, local_embedder)
+            self.reranker = FallbackReranker(fallback, local_reranker)
+
+    async def start(self) -> None:
+        await self.loader.preload()
+
+    async def close(self) -> None:
+        if self.remote is not None:
+            await self.remote.close()
+        await asyncio.to_thread(self.loader.close)
+
+    async def readiness(self) -> dict[str, Any]:
+        """Always ok (the in-process path serves); says which path is healthy."""
+        status: dict[str, Any] = {"ok": True, "model": self.loader.files.model_id, "local_loaded": self.loader.loaded}
+        if self.remote is not None and self.breaker is not None:
+            try:
+                status["grpc"] = await self.remote.health()
+            except Exception as exc:  # readiness reports, never raises
+                status["grpc"] = f"unreachable: {getattr(exc, 'message', exc)}"
+            status["breaker"] = self.breaker.state.name.lower()
+        return status
+
+
+def add_inference(services: Services) -> Inference:
+    """Give `services` its embedder and reranker, start/close hooks and a readiness check."""
+    inference = Inference(services.settings)
+    services.embedder = inference.embedder
+    services.reranker = inference.reranker
+    services.starters.append(inference.start)
+    services.closers.append(inference.close)
+    services.readiness["inference"] = inference.readiness
+    return inference

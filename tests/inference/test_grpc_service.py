@@ -1,0 +1,120 @@
+"""The gRPC service in process on port 0, over the session's models, through our client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+import pytest
+
+from appliance.config import InferenceSettings, Settings
+from appliance.domain.errors import InvalidRequest
+from appliance.inference.gen import inference_pb2 as pb
+from appliance.inference.gen import inference_pb2_grpc as pb_grpc
+from appliance.inference.grpc_client import GrpcInference
+from appliance.inference.local import LocalModels
+from appliance.inference.service import InferenceServer
+
+from .test_local_models import RERANK_CASES
+
+
+@pytest.fixture
+async def server(local_models: LocalModels) -> AsyncIterator[InferenceServer]:
+    settings = Settings(inference=InferenceSettings(listen="127.0.0.1:0", health_listen="127.0.0.1:0", max_inputs=8,
+                                                    max_text_chars=2000))
+    srv = InferenceServer(settings, local_models)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop(0)
+
+
+@pytest.fixture
+async def client(server: InferenceServer) -> AsyncIterator[GrpcInference]:
+    c = GrpcInference(f"grpc://127.0.0.1:{server.port}", deadline_s=10, max_message_bytes=16 << 20)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+TEXTS = ["The cat sits on the mat.", "A cat is sitting on a rug.", "Quarterly revenue grew by five percent.", ""]
+
+
+async def test_embed_equals_in_process(client: GrpcInference, local_models: LocalModels) -> None:
+    reply = await client.embed_response(TEXTS)
+    assert reply.model_id == local_models.embedder.model_id and reply.dimensions == 384
+    assert len(reply.vectors) == len(TEXTS) * 384 * 4  # packed float32, not repeated floats
+    assert list(reply.token_counts) == [len(local_models.embedder.tokenizer.encode(t, add_special_tokens=False).ids)
+                                        for t in TEXTS]
+    remote = await client.embed_array(TEXTS)
+    local = np.array(await local_models.embedder.embed(TEXTS))
+    assert np.allclose(remote, local, atol=1e-5)
+
+
+async def test_rerank_equals_in_process(client: GrpcInference, local_models: LocalModels) -> None:
+    query, docs, relevant = RERANK_CASES[0]
+    remote = await client.rerank(query, docs)
+    local = await local_models.reranker.rerank(query, docs)
+    assert [r.index for r in remote] == [0, 1, 2]
+    assert np.allclose([r.score for r in remote], [s.score for s in local], atol=1e-5)
+    assert max(remote, key=lambda s: s.score).index == relevant
+
+
+async def test_embed_context_one_vector_per_chunk(client: GrpcInference, local_models: LocalModels) -> None:
+    doc = "Paris is the capital of France.\n\nPhotosynthesis turns light into sugar.\n\nThe end."
+    spans = [(0, 31), (33, 71), (73, len(doc))]
+    remote = await client.embed_context(doc, spans)
+    assert remote.shape == (3, 384)
+    local = np.array(await local_models.embedder.embed_context(doc, spans))
+    assert np.allclose(remote, local, atol=1e-5)
+
+
+@pytest.mark.parametrize(("query", "documents", "relevant"), RERANK_CASES)
+async def test_maxsim_search_ranks_relevant_first(client: GrpcInference, query: str, documents: list[str],
+                                                  relevant: int) -> None:
+    hits = await client.maxsim_search(query, documents, top_k=2)
+    assert len(hits) == 2 and hits[0].index == relevant
+    precomputed = await client.token_vectors(documents)
+    hits_vec = await client.maxsim_search(query, precomputed, top_k=0)
+    assert [h.index for h in hits_vec][:2] == [h.index for h in hits]
+    assert hits_vec[0].score == pytest.approx(hits[0].score, abs=1e-5)
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.embed_array([]),
+    lambda c: c.embed_array(["x"] * 9),                     # max_inputs=8
+    lambda c: c.embed_array(["x" * 2001]),                  # max_text_chars=2000
+    lambda c: c.rerank("q", []),
+    lambda c: c.embed_context("short", [(0, 50)]),
+    lambda c: c.embed_context("short", []),
+    lambda c: c.maxsim_search("q", [np.zeros((2, 7), dtype=np.float32)]),  # wrong dimensions
+])
+async def test_bad_input_is_invalid_argument(client: GrpcInference, call: object) -> None:
+    with pytest.raises(InvalidRequest):
+        await call(client)  # type: ignore[operator]
+
+
+async def test_invalid_argument_status_on_the_wire(server: InferenceServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.EmbeddingServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Embed(pb.EmbedRequest(texts=[]))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "texts" in (err.value.details() or "")
+
+
+async def test_health_serving(client: GrpcInference, server: InferenceServer) -> None:
+    assert await client.health() == "SERVING"
+    assert await client.health("appliance.inference.v1.EmbeddingService") == "SERVING"
+    def get() -> tuple[int, dict[str, object]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.health_port}/healthz", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+
+    status, body = await asyncio.to_thread(get)  # the server shares this event loop
+    assert status == 200 and body["status"] == "ok"

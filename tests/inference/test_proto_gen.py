@@ -1,0 +1,12 @@
+"""The committed generated code matches proto/inference.proto."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.inference import protogen
+
+
+def test_generated_code_matches_the_proto() -> None:
+    pytest.importorskip("grpc_tools", reason="grpcio-tools (test extra) regenerates the code")
+    assert protogen.differences() == [], "run: python -m appliance.inference.protogen"
