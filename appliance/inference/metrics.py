@@ -12,3 +12,5 @@ FALLBACKS = Counter("appliance_inference_fallbacks_total",
 BREAKER_STATE = Gauge("appliance_inference_breaker_state",
                       "gRPC inference breaker: 0 closed, 1 open, 2 half-open", ["breaker"],
                       multiprocess_mode="max")
+RERANK_CACHE = Counter("appliance_inference_rerank_cache_total",
+                       "MaxSim rerank document token-vector cache look-ups", ["result"])
