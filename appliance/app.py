@@ -8,6 +8,7 @@ import falcon.media
 import orjson
 
 from appliance.api import embeddings, errors
+from appliance.api.asgi_scope import ReceiveInScope
 from appliance.api.chat import ChatCompletions
 from appliance.api.health import HealthResource, ReadyResource
 from appliance.api.lifecycle import Lifecycle
@@ -18,11 +19,13 @@ from appliance.config import Settings
 from appliance.services import Services
 
 
-def create_app(settings: Settings, services: Services) -> falcon.asgi.App:
+def create_app(settings: Settings, services: Services) -> ReceiveInScope:
     context = RequestContext(max_body_bytes=settings.max_body_bytes,
                              key_hashes=[k.sha256 for k in settings.catalog.api_keys],
                              access_log=settings.access_log)
-    app = falcon.asgi.App(middleware=[Lifecycle(services, context), context])
+    app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response] = falcon.asgi.App(
+        middleware=[Lifecycle(services, context), context]
+    )
     app.req_options.strip_url_path_trailing_slash = True
     json_handler = falcon.media.JSONHandler(dumps=lambda o: orjson.dumps(o).decode(), loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -38,4 +41,4 @@ def create_app(settings: Settings, services: Services) -> falcon.asgi.App:
     app.add_route("/readyz", ReadyResource(services.backends, services.readiness))
     app.add_route("/metrics", MetricsResource())
     embeddings.add_routes(app, services)
-    return app
+    return ReceiveInScope(app)

@@ -15,7 +15,9 @@ from appliance.config import ConfigError, Settings, load_settings
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
-    return load_settings(getattr(args, "config", None), **{k: v for k, v in overrides.items() if v is not None})
+    """Settings from the environment, with the command line's non-empty options on top."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return load_settings(getattr(args, "config", None), None, **given)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -36,6 +36,9 @@ class FakeLLM:
     def requests(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/_requests"))
 
+    def stats(self) -> dict[str, int]:
+        return dict(self._call("GET", "/_stats"))
+
     def reset(self) -> None:
         self._call("DELETE", "/_requests")
         self.control()
@@ -81,3 +84,95 @@ def nats_server(tmp_path: Path) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+class Gateway:
+    """A running `appliance serve` process."""
+
+    def __init__(self, proc: Any, port: int, log: Path, state_dir: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.state_dir = state_dir
+        self.url = f"http://127.0.0.1:{port}"
+        self.base_url = f"{self.url}/v1"
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"raw": line})
+        return out
+
+
+def catalog_for(llm_port: int, dead_port: int | None = None, extra: str = "") -> str:
+    """A catalog routing to the fake LLM, with an alias, a rename and (optionally) a dead backend."""
+    text = f"""
+[[backends]]
+name = "local-vllm"
+kind = "vllm"
+base_url = "http://127.0.0.1:{llm_port}/v1"
+
+[[routes]]
+pattern = "qwen3-*"
+backend = "local-vllm"
+
+[[models]]
+id = "coder"
+backend = "local-vllm"
+upstream_id = "fake-model"
+price_input_per_mtok = 1.0
+price_output_per_mtok = 2.0
+
+[[models]]
+id = "fake-model"
+backend = "local-vllm"
+
+[[backends]]
+name = "slow"
+kind = "lmstudio"
+base_url = "http://127.0.0.1:{llm_port}/v1"
+timeout_s = 1
+discover = false
+
+[[routes]]
+pattern = "slow-*"
+backend = "slow"
+"""
+    if dead_port:
+        text += f"""
+[[backends]]
+name = "dead"
+kind = "llamacpp"
+base_url = "http://127.0.0.1:{dead_port}/v1"
+timeout_s = 2
+
+[[routes]]
+pattern = "dead-*"
+backend = "dead"
+"""
+    return text + extra
+
+
+def start_gateway(tmp: Path, catalog: str, *, workers: int = 1, **env: str) -> Gateway:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "catalog.toml").write_text(catalog)
+    port = procs.free_port()
+    log = tmp / "gateway.log"
+    proc = procs.spawn(["-m", "appliance", "serve", "--port", str(port), "--workers", str(workers),
+                        "--config", str(tmp / "catalog.toml")], port, log=log,
+                       env=procs.child_env(APPLIANCE_STATE_DIR=str(tmp / "state"), **env))
+    return Gateway(proc, port, log, tmp / "state")
+
+
+@pytest.fixture(scope="session")
+def gateway(fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway routing to the session's fake LLM (and to a dead backend for `dead-*`)."""
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"), catalog_for(fake_llm.port, procs.free_port()),
+                       APPLIANCE_MAX_BODY_BYTES="65536", APPLIANCE_MODELS_CACHE_TTL_S="0.5")
+    try:
+        yield gw
+    finally:
+        procs.stop(gw.proc)

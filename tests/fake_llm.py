@@ -11,7 +11,7 @@ as an unknown field) or globally (`POST /_control` with the same keys):
   reply: str             the content to return instead of generated tokens
   tool_call: {name, arguments}  answer with a tool call
 
-`GET /_requests` returns every chat request body received (newest last); `DELETE /_requests`
+`GET /_stats` counts streams completed and cancelled by the peer. `GET /_requests` returns every chat request body received (newest last); `DELETE /_requests`
 clears them. `/v1/models` lists `--models`.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-_STATE: dict[str, Any] = {"control": {}, "requests": [], "models": ["fake-model"]}
+_STATE: dict[str, Any] = {"control": {}, "requests": [], "models": ["fake-model"], "cancelled": 0, "completed": 0}
 
 
 def _knobs(body: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def _content(knobs: dict[str, Any]) -> list[str]:
     if knobs.get("reply") is not None:
         words = str(knobs["reply"]).split(" ")
         return [w if i == 0 else " " + w for i, w in enumerate(words)]
-    return [("tok%d" % i) if i == 0 else (" tok%d" % i) for i in range(int(knobs["tokens"]))]
+    return [f"tok{i}" if i == 0 else f" tok{i}" for i in range(int(knobs["tokens"]))]
 
 
 def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
@@ -95,16 +95,20 @@ async def chat(request: web.Request) -> web.StreamResponse:
             chunk["choices"] = []
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
-    await resp.write(event({"role": "assistant", "content": ""}))
-    cut = knobs.get("disconnect_after")
-    for i, piece in enumerate(pieces):
-        if cut is not None and i >= int(cut):
-            assert request.transport is not None
-            request.transport.close()
-            return resp
-        if delay:
-            await asyncio.sleep(delay)
-        await resp.write(event({"content": piece}))
+    try:
+        await resp.write(event({"role": "assistant", "content": ""}))
+        cut = knobs.get("disconnect_after")
+        for i, piece in enumerate(pieces):
+            if cut is not None and i >= int(cut):
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            if delay:
+                await asyncio.sleep(delay)
+            await resp.write(event({"content": piece}))
+    except (ConnectionResetError, asyncio.CancelledError):
+        _STATE["cancelled"] += 1  # the gateway dropped the stream: the client went away
+        raise
     if tool:
         await resp.write(event({"tool_calls": [{"index": 0, "id": "call_0", "type": "function",
                                                "function": {"name": tool["name"], "arguments": tool.get("arguments", "{}")}}]}))
@@ -112,6 +116,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if (body.get("stream_options") or {}).get("include_usage"):
         await resp.write(event({}, usage=_usage(body, len(pieces))))
     await resp.write(b"data: [DONE]\n\n")
+    _STATE["completed"] += 1
     return resp
 
 
@@ -125,9 +130,14 @@ async def control(request: web.Request) -> web.Response:
     return web.json_response(_STATE["control"])
 
 
+async def stats(_: web.Request) -> web.Response:
+    return web.json_response({"cancelled": _STATE["cancelled"], "completed": _STATE["completed"]})
+
+
 async def requests_seen(request: web.Request) -> web.Response:
     if request.method == "DELETE":
         _STATE["requests"].clear()
+        _STATE["cancelled"] = _STATE["completed"] = 0
     return web.json_response(_STATE["requests"])
 
 
@@ -138,6 +148,7 @@ def make_app() -> web.Application:
         app.router.add_get(f"{prefix}/models", models)
     app.router.add_post("/_control", control)
     app.router.add_route("*", "/_requests", requests_seen)
+    app.router.add_get("/_stats", stats)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -9,6 +10,7 @@ import falcon
 import falcon.asgi
 import orjson
 
+from appliance.api.asgi_scope import RECEIVE_KEY
 from appliance.api.errors import read_json
 from appliance.domain.chat import ChatPlan, ChatRequest, ChatService
 from appliance.domain.errors import ApplianceError, InvalidRequest
@@ -47,6 +49,7 @@ class ChatCompletions:
 
     async def _relay(self, req: falcon.asgi.Request, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         status = 200
+        watcher = watch_disconnect(req)
         try:
             async for data in events:
                 yield b"data: " + data + b"\n\n"
@@ -59,7 +62,30 @@ class ChatCompletions:
             status = 499
             raise
         finally:
+            if watcher is not None:
+                watcher.cancel()
             self._finish(req, status)
+
+
+def watch_disconnect(req: falcon.asgi.Request) -> asyncio.Task[None] | None:
+    """Cancel this request's task when the client hangs up.
+
+    Granian (ASGI 2.3) swallows sends to a closed connection, so a stream would otherwise
+    keep reading the upstream to the end; the only signal is `http.disconnect` on receive().
+    """
+    receive = req.scope.get(RECEIVE_KEY)
+    task = asyncio.current_task()
+    if receive is None or task is None:
+        return None
+
+    async def watch() -> None:
+        while True:
+            event = await receive()
+            if event.get("type") == "http.disconnect":
+                task.cancel()
+                return
+
+    return asyncio.create_task(watch())
 
 
 def _top_k(req: falcon.asgi.Request) -> int | None:

@@ -66,8 +66,8 @@ async def on_http_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex
     elif status == 405:
         message = f"Method {req.method} is not allowed on {req.path}"
     render(req, resp, status, message, _HTTP_TYPES.get(status, "api_error"))
-    for name, value in (ex.headers or {}).items():
-        resp.set_header(name, value)
+    headers = ex.headers or {}
+    resp.set_headers(headers)
 
 
 async def on_unexpected(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception,
@@ -78,7 +78,7 @@ async def on_unexpected(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex
     resp.data = orjson.dumps(error_payload(req.path, 500, "Internal server error", "server_error", None, None))
 
 
-def install(app: falcon.asgi.App) -> None:
+def install(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]) -> None:
     app.add_error_handler(Exception, on_unexpected)
     app.add_error_handler(falcon.HTTPError, on_http_error)
     app.add_error_handler(WireError, on_wire_error)

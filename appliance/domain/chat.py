@@ -203,7 +203,7 @@ class ChatService:
                 backend=plan.target.backend,
                 route=plan.route,
                 streaming=streaming,
-                messages=list(plan.payload.get("messages") or ()),
+                messages=plan.payload.get("messages") or (),
                 response_text=tally.text,
                 finish_reason=tally.finish_reason,
                 usage=usage,

