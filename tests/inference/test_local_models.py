@@ -152,3 +152,12 @@ async def test_rerank_cache_and_document_clipping(local_models: LocalModels) -> 
     assert clipped._clip("Paris is the capital of France.") == "Paris is the"
     scores = await clipped.rerank(query, docs)
     assert len(scores) == 3
+
+
+async def test_more_inputs_than_a_batch_keep_order(local_models: LocalModels) -> None:
+    texts = [("word " * (i % 13)) + f"item {i}" for i in range(70)]  # > embed_batch_size (32)
+    vectors = np.array(await local_models.embedder.embed(texts))
+    tokens = await local_models.embedder.token_vectors(texts)
+    for i in (0, 5, 33, 69):
+        assert np.allclose(vectors[i], (await local_models.embedder.embed([texts[i]]))[0], atol=1e-4)
+        assert tokens[i].shape[0] == len(local_models.embedder.tokenizer.encode(texts[i], add_special_tokens=False).ids)
