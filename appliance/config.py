@@ -161,6 +161,7 @@ class InferenceSettings(_Strict):
     local_llm_port: Annotated[int, Field(ge=0, le=65535)] = 0   # 0: a free port
     local_llm_threads: Annotated[int, Field(ge=0, le=256)] = 0  # 0: llama.cpp decides
     local_llm_ctx: Annotated[int, Field(ge=256)] = 2048
+    local_llm_batch: Annotated[int, Field(ge=0)] = 0            # llama.cpp --n_batch; 0: its default
     local_llm_start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 
 

@@ -63,3 +63,7 @@ async def test_local_llm_answers_a_chat(running: LocalLLMServer) -> None:
     reply = await client.chat.completions.create(
         model=MODEL_ID, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16)
     assert reply.choices[0].message.content
+    stream = await client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "Count to three."}], max_tokens=16, stream=True)
+    pieces = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
+    assert pieces
