@@ -195,3 +195,17 @@ def test_two_workers_serve_and_metrics_add_up(tmp_path: Path, fake_llm: FakeLLM)
     finally:
         procs.stop(gw.proc)
     assert os.path.isdir(gw.state_dir / "metrics")
+
+
+def test_sigterm_during_worker_start_up_is_not_lost(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    # The port opens before the workers finish starting; a SIGTERM then used to be swallowed
+    # by a worker and the gateway hung until the kill timeout (35 s).
+    for attempt in range(3):
+        gw = start_gateway(tmp_path / str(attempt), catalog_for(fake_llm.port), workers=2)
+        started = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        try:
+            assert gw.proc.wait(10) == 0
+        finally:
+            procs.stop(gw.proc)
+        assert time.monotonic() - started < 10
