@@ -121,6 +121,8 @@ class KnowledgeSettings(_Strict):
     rerank_max_documents: Annotated[int, Field(ge=1)] = 1000
     inference_workers: Annotated[int, Field(ge=1, le=64)] = 1
     inference_queue_max: Annotated[int, Field(ge=1)] = 256
+    rerank_doc_max_tokens: Annotated[int, Field(ge=0)] = 0      # 0: embed_max_seq_len
+    rerank_cache_entries: Annotated[int, Field(ge=0)] = 256     # document token vectors kept (float16), 0: off
     chunk_tokens: Annotated[int, Field(ge=16, le=8192)] = 200
     chunk_overlap: Annotated[int, Field(ge=0, le=4096)] = 32
     rag_top_k: Annotated[int, Field(ge=1, le=100)] = 5
@@ -159,6 +161,7 @@ class InferenceSettings(_Strict):
     local_llm_port: Annotated[int, Field(ge=0, le=65535)] = 0   # 0: a free port
     local_llm_threads: Annotated[int, Field(ge=0, le=256)] = 0  # 0: llama.cpp decides
     local_llm_ctx: Annotated[int, Field(ge=256)] = 2048
+    local_llm_batch: Annotated[int, Field(ge=0)] = 0            # llama.cpp --n_batch; 0: its default
     local_llm_start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 
 

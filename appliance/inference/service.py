@@ -24,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from appliance import systemd
 from appliance.config import Settings
 from appliance.inference.grpc_service import SERVICE_NAMES, add_servicers
+from appliance.inference.interceptor import MetricsInterceptor
 from appliance.inference.local import LocalModels, load_local_models
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class InferenceServer:
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                      ("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=cfg.max_concurrency)
+            maximum_concurrent_rpcs=cfg.max_concurrency, interceptors=[MetricsInterceptor()])
         add_servicers(server, self.models, cfg)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self.port = server.add_insecure_port(cfg.listen)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from appliance.config import InferenceSettings, Settings
 from appliance.domain.errors import InvalidRequest
@@ -101,12 +102,18 @@ async def test_bad_input_is_invalid_argument(client: GrpcInference, call: object
 
 
 async def test_invalid_argument_status_on_the_wire(server: InferenceServer) -> None:
+    before = REGISTRY.get_sample_value("appliance_inference_rpcs_total",
+                                       {"method": "Embed", "code": "INVALID_ARGUMENT"}) or 0.0
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = pb_grpc.EmbeddingServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Embed(pb.EmbedRequest(texts=[]))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "texts" in (err.value.details() or "")
+        await stub.Embed(pb.EmbedRequest(texts=["ok"]))
+    assert REGISTRY.get_sample_value("appliance_inference_rpcs_total",
+                                     {"method": "Embed", "code": "INVALID_ARGUMENT"}) == before + 1
+    assert (REGISTRY.get_sample_value("appliance_inference_rpcs_total", {"method": "Embed", "code": "OK"}) or 0) >= 1
 
 
 async def test_health_serving(client: GrpcInference, server: InferenceServer) -> None:

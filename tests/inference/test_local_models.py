@@ -136,3 +136,28 @@ def test_failing_int8_model_falls_back_to_fp32_with_one_warning(
         assert len(warnings) == 1 and "falling back to FP32" in warnings[0].getMessage()
     finally:
         models.close()
+
+
+async def test_rerank_cache_and_document_clipping(local_models: LocalModels) -> None:
+    from appliance.inference.maxsim import MaxSimReranker
+
+    query, docs, relevant = RERANK_CASES[1]
+    reranker = MaxSimReranker(local_models.embedder, cache_entries=2)
+    first = await reranker.rerank(query, docs)
+    assert reranker.cache is not None and len(reranker.cache) == 2  # bounded: LRU dropped one
+    again = await reranker.rerank(query, docs)
+    assert [s.score for s in again] == [s.score for s in first]     # cached or not, same numbers
+    assert top_k([s.score for s in first], 1) == [relevant]
+    clipped = MaxSimReranker(local_models.embedder, doc_max_tokens=3)
+    assert clipped._clip("Paris is the capital of France.") == "Paris is the"
+    scores = await clipped.rerank(query, docs)
+    assert len(scores) == 3
+
+
+async def test_more_inputs_than_a_batch_keep_order(local_models: LocalModels) -> None:
+    texts = [("word " * (i % 13)) + f"item {i}" for i in range(70)]  # > embed_batch_size (32)
+    vectors = np.array(await local_models.embedder.embed(texts))
+    tokens = await local_models.embedder.token_vectors(texts)
+    for i in (0, 5, 33, 69):
+        assert np.allclose(vectors[i], (await local_models.embedder.embed([texts[i]]))[0], atol=1e-4)
+        assert tokens[i].shape[0] == len(local_models.embedder.tokenizer.encode(texts[i], add_special_tokens=False).ids)

@@ -28,10 +28,10 @@ def sample_texts(n: int, words: int = 24) -> list[str]:
     return [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(words)) + f" #{i}" for i in range(n)]
 
 
-async def bench(texts: int, runs: int, threads: int, batch: int) -> None:
+async def bench(texts: int, runs: int, threads: int, batch: int, words: int) -> None:
     models = load_local_models(KnowledgeSettings(embed_threads=threads, embed_batch_size=batch))
     embedder = models.embedder
-    corpus = sample_texts(texts)
+    corpus = sample_texts(texts, words)
     await embedder.embed(corpus[:batch])  # warm-up
     rates, singles = [], []
     for _ in range(runs):
@@ -57,8 +57,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--words", type=int, default=24, help="words per text (24 is about 34 tokens)")
     args = parser.parse_args()
-    asyncio.run(bench(args.texts, args.runs, args.threads, args.batch))
+    asyncio.run(bench(args.texts, args.runs, args.threads, args.batch, args.words))
 
 
 if __name__ == "__main__":
