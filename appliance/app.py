@@ -7,7 +7,7 @@ import falcon.asgi
 import falcon.media
 import orjson
 
-from appliance.api import embeddings, errors
+from appliance.api import embeddings, errors, knowledge
 from appliance.api.asgi_scope import ReceiveInScope
 from appliance.api.chat import ChatCompletions
 from appliance.api.health import HealthResource, ReadyResource
@@ -41,4 +41,5 @@ def create_app(settings: Settings, services: Services) -> ReceiveInScope:
     app.add_route("/readyz", ReadyResource(services.backends, services.readiness))
     app.add_route("/metrics", MetricsResource())
     embeddings.add_routes(app, services)
+    knowledge.add_routes(app, services)
     return ReceiveInScope(app)

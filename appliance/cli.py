@@ -47,6 +47,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run(_settings(args, host=args.host, port=args.port, workers=args.workers))
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from appliance.db.migrate import migrate
+    from appliance.rag.ingest import database_url, embedding_dim
+
+    settings = _settings(args)
+    url, server = database_url(settings)
+    try:
+        applied = migrate(url, {"embedding_dim": embedding_dim(settings)})
+    finally:
+        if server is not None:
+            server.stop()
+    print(f"migrations applied: {', '.join(applied)}" if applied else "migrations: up to date")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from appliance.rag.ingest import run
+
+    return run(_settings(args), args.paths, args.workspace)
+
+
+def _add_ingest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", type=Path, help="files or directories (.md .txt .rst .html)")
+    p.add_argument("--workspace", "-w", required=True, help="workspace to put the documents in")
+
+
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -69,6 +95,8 @@ COMMANDS: list[Command] = [
     ("serve", "run the gateway (Falcon ASGI under Granian)", _add_serve, cmd_serve),
     ("inference", "run the gRPC embedding/rerank service (onnxruntime)", _add_inference, cmd_inference),
     ("check-config", "validate settings and the catalog, then exit", _no_args, cmd_check_config),
+    ("migrate", "apply the missing sql/ migrations (APPLIANCE_DATABASE_URL or the embedded server)", _no_args, cmd_migrate),
+    ("ingest", "chunk, embed and store files into a workspace", _add_ingest, cmd_ingest),
     ("up", "everything on this machine: embedded PostgreSQL, local LLM (if installed), gateway", _add_serve, cmd_up),
 ]
 

@@ -25,6 +25,7 @@ from appliance.domain.ports import ChatBackend, Embedder, Reranker
 from appliance.domain.records import FanoutRecorder, Recorder
 from appliance.domain.routing import ModelEntry, ModelRouter, RouteRule
 from appliance.inference.wiring import add_inference
+from appliance.rag.wiring import add_knowledge
 
 log = logging.getLogger(__name__)
 
@@ -98,4 +99,5 @@ def build_services(settings: Settings) -> Services:
     services.starters.append(pool.start)
     services.closers.append(pool.close)
     add_inference(services)
+    add_knowledge(services)
     return services

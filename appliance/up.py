@@ -16,6 +16,7 @@ from appliance.config import Settings
 from appliance.db.migrate import migrate, migrations_dir
 from appliance.embedded.postgres import EmbeddedPostgres
 from appliance.inference.local_llm import start_local_llm
+from appliance.rag.ingest import embedding_dim
 from appliance.server import serve
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def start_postgres(settings: Settings, stack: contextlib.ExitStack) -> Settings:
 
 def apply_migrations(settings: Settings) -> None:
     if settings.database_url and _has_migrations():
-        applied = migrate(settings.database_url)
+        applied = migrate(settings.database_url, {"embedding_dim": embedding_dim(settings)})
         _say(f"migrations  {len(applied)} applied" if applied else "migrations  up to date")
 
 

