@@ -4,6 +4,7 @@ from a function (the embedder's tokenizer)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -99,6 +100,6 @@ def chunk_text(text: str, count: TokenCounter, size: int, overlap: int = 0) -> l
 
 def _join(units: list[_Unit]) -> str:
     out = units[0].text
-    for prev, unit in zip(units, units[1:], strict=False):
+    for prev, unit in itertools.pairwise(units):
         out += (" " if unit.block == prev.block else "\n\n") + unit.text
     return out

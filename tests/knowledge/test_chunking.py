@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -45,7 +46,7 @@ def test_overlap_repeats_trailing_sentences_within_a_section() -> None:
     text = " ".join(f"Sentence number {i} is here." for i in range(12))
     chunks = chunk_text(text, words, size=20, overlap=6)
     assert len(chunks) > 1
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert before.split(". ")[-1].rstrip(".") in after  # the last sentence is carried over
 
 
