@@ -41,6 +41,12 @@ def cmd_inference(args: argparse.Namespace) -> int:
     return serve_inference(_settings(args), listen=args.listen, health_listen=args.health_listen)
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from appliance.up import run
+
+    return run(_settings(args, host=args.host, port=args.port, workers=args.workers))
+
+
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -63,6 +69,7 @@ COMMANDS: list[Command] = [
     ("serve", "run the gateway (Falcon ASGI under Granian)", _add_serve, cmd_serve),
     ("inference", "run the gRPC embedding/rerank service (onnxruntime)", _add_inference, cmd_inference),
     ("check-config", "validate settings and the catalog, then exit", _no_args, cmd_check_config),
+    ("up", "everything on this machine: embedded PostgreSQL, local LLM (if installed), gateway", _add_serve, cmd_up),
 ]
 
 

@@ -16,16 +16,22 @@ log = logging.getLogger(__name__)
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    """What a worker needs to rebuild the same settings (CLI overrides travel by environment)."""
+    """What a worker needs to rebuild the same settings: command-line overrides, and the
+    catalog as validated here (JSON), so workers never re-read a file that may have changed
+    and see what `appliance up` added to it."""
     env = {"APPLIANCE_HOST": settings.host, "APPLIANCE_PORT": str(settings.port),
-           "APPLIANCE_WORKERS": str(settings.workers), "APPLIANCE_STATE_DIR": str(settings.state_dir)}
-    if settings.config:
-        env["APPLIANCE_CONFIG"] = str(settings.config)
+           "APPLIANCE_WORKERS": str(settings.workers), "APPLIANCE_STATE_DIR": str(settings.state_dir),
+           "APPLIANCE_CATALOG": settings.catalog.model_dump_json()}
+    if settings.database_url:
+        env["APPLIANCE_DATABASE_URL"] = settings.database_url
+    if settings.nats_url:
+        env["APPLIANCE_NATS_URL"] = settings.nats_url
     return env
 
 
 def serve(settings: Settings) -> int:
     logs.configure(settings.log_level)
+    os.environ.pop("APPLIANCE_CONFIG", None)
     os.environ.update(worker_env(settings))
     if settings.workers > 1:
         # Each worker counts on its own; /metrics sums them from files here.

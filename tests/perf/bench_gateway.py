@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests import procs
 
@@ -148,7 +149,10 @@ def main() -> int:
             f"      api_base: http://127.0.0.1:{up_port}/{'stream/' if upstream_kind == 'nginx' else ''}v1\n      api_key: x\n")
         litellm = subprocess.Popen([args.litellm_bin, "--config", str(work / "litellm.yaml"),
                                     "--port", str(lport), "--num_workers", "1"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   # loopback-only benchmark: no master key
+                                   env={**os.environ, "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+                                        "LITELLM_LOG": "ERROR"})
         procs.wait_port(lport, litellm, timeout=120)
         time.sleep(3)
         targets.append(("litellm", f"http://127.0.0.1:{lport}/v1/chat/completions", litellm))
@@ -157,7 +161,7 @@ def main() -> int:
                             "-d", json.dumps(dict(body, stream=True, model="bench-stream"))],
                            capture_output=True, text=True, check=False).stdout
     assert probe.count("data: ") == 18 and probe.endswith("data: [DONE]\n\n"), probe[:500]
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     try:
         for mode in ("json", "stream"):
             for conns in (1, 32):
@@ -178,12 +182,16 @@ def main() -> int:
         upstream.terminate()
         if litellm:
             procs.stop(litellm)
-    print(f"\nupstream: {upstream_kind}; appliance: 1 worker, access log on; {args.seconds}s per cell; "
+        print_table(rows, upstream_kind, args.seconds)
+    return 0
+
+
+def print_table(rows: list[tuple[Any, ...]], upstream_kind: str, seconds: int) -> None:
+    print(f"\nupstream: {upstream_kind}; appliance: 1 worker, access log on; {seconds}s per cell; "
           f"{os.cpu_count()} cores\n")
     print(f"{'mode':<7}{'conns':>6}  {'target':<10}{'RPS':>9}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'non-2xx':>9}{'RSS MB':>8}")
     for mode, conns, name, rps, p50, p99, added, errs, rss in rows:
         print(f"{mode:<7}{conns:>6}  {name:<10}{rps:>9.0f}{p50:>9.3f}{p99:>9.3f}{added:>11.3f}{errs:>9.0f}{rss:>8.0f}")
-    return 0
 
 
 if __name__ == "__main__":
