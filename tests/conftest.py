@@ -73,6 +73,18 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2, the default model
+
+
+@pytest.fixture(scope="session")
+def migrated_pg(pg_url: str) -> str:
+    """The session's PostgreSQL with every migration applied."""
+    from appliance.db.migrate import migrate
+
+    migrate(pg_url, {"embedding_dim": EMBEDDING_DIM})
+    return pg_url
+
+
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[Any]:
     """A real NATS server with JetStream on a free port, store in this test's tmp dir."""
