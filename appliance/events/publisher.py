@@ -18,13 +18,16 @@ from nats.aio.client import Client as NATS
 
 from appliance.domain.ports import Event
 from appliance.events import metrics
+from appliance.events.acks import AckTracker, Item
 from appliance.events.spool import Spool
 from appliance.events.streams import connect, ensure_streams
 
 log = logging.getLogger(__name__)
 
-Item = tuple[str, str, bytes]  # subject, msg id, data
 REPLAY_BATCH = 256
+TICK_S = 0.25
+MAX_IN_FLIGHT = 4096  # published, not yet acknowledged
+PUBLISH_BURST = 256  # sent before yielding to the event loop
 
 
 class EventPublisher:
@@ -34,13 +37,15 @@ class EventPublisher:
                  duplicate_window_s: float, retry_s: float = 1.0) -> None:
         self._url = url
         self.spool = spool
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(queue_max)
+        self._queue: asyncio.Queue[Item | None] = asyncio.Queue(queue_max)  # None: a tick
         self._timeout = publish_timeout_s
         self._window = duplicate_window_s
         self._retry = retry_s
         self._nc: NATS | None = None
         self._js: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._tracker: AckTracker | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
         metrics.SPOOL_BYTES.set(spool.size)
 
@@ -65,25 +70,37 @@ class EventPublisher:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-publisher")
+        self._ticker = asyncio.create_task(self._tick(), name="event-publisher-tick")
+
+    async def _tick(self) -> None:
+        """Wakes an idle publisher (spool replay, ack timeouts) without a timer per event."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            if self._queue.empty():
+                self._queue.put_nowait(None)
 
     async def close(self, drain_s: float = 5.0) -> None:
         """Publish what is queued if NATS answers within `drain_s`; spool the rest."""
         self._stopping = True
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._task is not None:
             with contextlib.suppress(Exception):  # includes the drain timing out
                 await asyncio.wait_for(self._drain(), drain_s)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        while not self._queue.empty():
-            self._spool(self._queue.get_nowait())
+        if self._tracker is not None:
+            for item in self._tracker.take_all():
+                self._spool(item)
+        self._spool_queue()
         self.spool.close()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
 
     async def _drain(self) -> None:
-        while not self._queue.empty() and self.connected:
+        while (not self._queue.empty() or (self._tracker and self._tracker.pending)) and self.connected:
             await asyncio.sleep(0.01)
 
     async def _run(self) -> None:
@@ -103,6 +120,9 @@ class EventPublisher:
 
     async def _connect_or_spool(self) -> None:
         self._spool_queue()
+        if self._tracker is not None:
+            for item in self._tracker.take_all():  # their acks will not come on this connection
+                self._spool(item)
         if not self._url:
             await asyncio.sleep(self._retry)
             return
@@ -114,6 +134,10 @@ class EventPublisher:
                 return
             js = self._nc.jetstream(timeout=self._timeout)
             await ensure_streams(js, self._window)
+            if self._tracker is not None:
+                await self._tracker.stop()
+            self._tracker = AckTracker(self._nc, self._acked, self._refused)
+            await self._tracker.start()
             self._js = js
             metrics.CONNECTED.set(1)
             log.info("event publisher connected", extra={"url": self._url, "spooled_bytes": self.spool.size})
@@ -125,7 +149,9 @@ class EventPublisher:
 
     def _spool_queue(self) -> None:
         while not self._queue.empty():
-            self._spool(self._queue.get_nowait())
+            item = self._queue.get_nowait()
+            if item is not None:
+                self._spool(item)
         self.spool.sync()
 
     async def _publish(self, subject: str, msg_id: str, data: bytes) -> None:
@@ -135,19 +161,44 @@ class EventPublisher:
         log.warning("NATS not acknowledging; spooling", extra={"error": repr(exc)})
         self._js = None
         metrics.CONNECTED.set(0)
+        if self._tracker is not None:
+            for item in self._tracker.take_all():  # unacked: JetStream de-duplicates if they did land
+                self._spool(item)
+
+    def _acked(self, n: int) -> None:
+        metrics.PUBLISHED.inc(n)
+
+    def _refused(self, item: Item, error: str) -> None:
+        log.warning("JetStream refused an event; spooled for retry", extra={"subject": item[0], "error": error[:200]})
+        self._spool(item)
 
     async def _publish_next(self) -> None:
-        try:
-            item = await asyncio.wait_for(self._queue.get(), 0.5)
-        except TimeoutError:
+        """Send what is queued without waiting for each ack; acks are matched as they come."""
+        tracker = self._tracker
+        assert tracker is not None
+        late = tracker.expired(self._timeout)
+        if late:
+            for expired in late:
+                self._spool(expired)
+            self._lost_connection(TimeoutError(f"{len(late)} acks not received in {self._timeout}s"))
             return
+        if len(tracker.pending) >= MAX_IN_FLIGHT:
+            await asyncio.sleep(0.001)
+            return
+        item = await self._queue.get()
+        sent = 0
         try:
-            await self._publish(*item)
+            while True:
+                if item is not None:
+                    await tracker.publish(item)
+                    sent += 1
+                if sent >= PUBLISH_BURST or len(tracker.pending) >= MAX_IN_FLIGHT or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
         except Exception as exc:
-            self._spool(item)
+            if item is not None:
+                self._spool(item)
             self._lost_connection(exc)
-            return
-        metrics.PUBLISHED.inc()
 
     async def _replay(self) -> None:
         """Publish the spool in order, a batch in flight at a time; ack each batch's prefix."""
