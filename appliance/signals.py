@@ -8,6 +8,7 @@ that window is swallowed and the main process then waits out `workers_kill_timeo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from types import FrameType
@@ -25,10 +26,12 @@ def hold() -> None:
         signal.signal(sig, _record)
 
 
-def redeliver() -> bool:
-    """Send a held stop signal to this process again; True when there was one."""
+def redeliver(loop: asyncio.AbstractEventLoop, delay_s: float = 0.2) -> bool:
+    """Send a held stop signal to this process again, shortly: Granian starts its server after
+    the lifespan start-up, and a stop requested before that is not seen by it. True when a
+    signal was held."""
     if not _held:
         return False
-    os.kill(os.getpid(), _held[0])
+    loop.call_later(delay_s, os.kill, os.getpid(), _held[0])
     _held.clear()
     return True
