@@ -6,11 +6,12 @@ Talks to the world only through the `KnowledgeStore`, `Embedder` and `Reranker` 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -59,10 +60,20 @@ class PutResult:
     chunks: int
 
 
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    content_hash: str               # of the text alone: equal means the chunks are still right
+    metadata: Mapping[str, Any]
+
+
 class KnowledgeStore(Protocol):
     """Where documents and chunks live. Raises `DependencyUnavailable` when it is down."""
 
-    async def document_hash(self, workspace: str, document_id: str) -> str | None: ...
+    async def document_state(self, workspace: str, document_id: str) -> StoredDocument | None: ...
+
+    async def update_metadata(self, workspace: str, document_id: str, metadata: Mapping[str, Any]) -> None:
+        """Replace the metadata of the document and of its chunks (one transaction)."""
+        ...
 
     async def replace_document(self, workspace: str, document_id: str, content_hash: str,
                                metadata: Mapping[str, Any], chars: int, chunks: Sequence[ChunkWrite]) -> None:
@@ -84,9 +95,12 @@ def check_workspace(workspace: str) -> str:
     return workspace
 
 
-def content_hash(text: str, metadata: Mapping[str, Any] | None = None) -> str:
-    payload = text if not metadata else text + "\0" + json.dumps(metadata, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(metadata: Mapping[str, Any]) -> str:
+    return json.dumps(metadata, sort_keys=True, default=str)
 
 
 def fuse(ranked_lists: Sequence[Sequence[Hit]], names: Sequence[str], k: int = RRF_K) -> list[Hit]:
@@ -134,21 +148,26 @@ class KnowledgeService:
 
     async def put_document(self, workspace: str, document_id: str, text: str,
                            metadata: Mapping[str, Any] | None = None) -> PutResult:
-        """Idempotent by content hash: unchanged text and metadata write nothing."""
+        """Idempotent by content hash: unchanged text and metadata write nothing; changed
+        metadata alone is updated in place without chunking or embedding again."""
         check_workspace(workspace)
         if not document_id or len(document_id) > 512:
             raise InvalidRequest("document id must be 1-512 characters", param="id")
         if not text.strip():
             raise InvalidRequest("document text is empty", param="text")
-        digest = content_hash(text, metadata)
-        previous = await self.store.document_hash(workspace, document_id)
-        if previous == digest:
-            return PutResult(document_id, "unchanged", 0)
+        metadata = metadata or {}
+        digest = content_hash(text)
+        previous = await self.store.document_state(workspace, document_id)
+        if previous is not None and previous.content_hash == digest:
+            if _canonical(previous.metadata) == _canonical(metadata):
+                return PutResult(document_id, "unchanged", 0)
+            await self.store.update_metadata(workspace, document_id, metadata)
+            return PutResult(document_id, "updated", 0)
         pieces = self._chunker(text)
         vectors = await self._embedder.embed(pieces)
         chunks = [ChunkWrite(i, piece, content_hash(piece), vector)
                   for i, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))]
-        await self.store.replace_document(workspace, document_id, digest, metadata or {}, len(text), chunks)
+        await self.store.replace_document(workspace, document_id, digest, metadata, len(text), chunks)
         return PutResult(document_id, "created" if previous is None else "updated", len(chunks))
 
     async def delete_document(self, workspace: str, document_id: str) -> bool:
@@ -166,16 +185,18 @@ class KnowledgeService:
             raise InvalidRequest(f"mode must be one of {list(MODES)}", param="mode")
         started = self._clock()
         pool = max(top_k, self._candidates) if (rerank or mode == "hybrid") else top_k
-        lists: list[list[Hit]] = []
-        names: list[str] = []
+        legs: dict[str, Awaitable[list[Hit]]] = {}
         if mode in ("dense", "hybrid"):
-            vector = (await self._embedder.embed([query]))[0]
-            lists.append(await self.store.dense_search(workspace, vector, pool))
-            names.append("dense")
+            legs["dense"] = self._dense(workspace, query, pool)
         if mode in ("text", "hybrid"):
-            lists.append(await self.store.text_search(workspace, query, pool))
-            names.append("text")
-        hits = fuse(lists, names) if mode == "hybrid" else lists[0]
+            legs["text"] = self.store.text_search(workspace, query, pool)
+        # Full text runs while the query is embedded and HNSW searched (two connections).
+        results = await asyncio.gather(*legs.values(), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        lists = [r for r in results if not isinstance(r, BaseException)]
+        hits = fuse(lists, list(legs)) if mode == "hybrid" else lists[0]
         if rerank and self._reranker is not None and hits:
             head = hits[: self._candidates]
             scores = await self._reranker.rerank(query, [h.content for h in head])
@@ -186,7 +207,15 @@ class KnowledgeService:
         self._record(correlation_id, workspace, query, mode, rerank, hits, started, composed)
         return hits
 
+    async def _dense(self, workspace: str, query: str, k: int) -> list[Hit]:
+        vector = (await self._embedder.embed([query]))[0]
+        return await self.store.dense_search(workspace, vector, k)
+
     async def context_for(self, workspace: str, query: str, top_k: int, correlation_id: str) -> RetrievedContext:
+        """Hybrid search, reranked when a reranker is configured, composed with numbered
+        sources. A conversation whose last user turn has no text retrieves nothing."""
+        if not query.strip():
+            return compose([])
         hits = await self.search(workspace, query, top_k=top_k, mode="hybrid", rerank=self._reranker is not None,
                                  correlation_id=correlation_id, composed=True)
         return compose(hits)

@@ -18,7 +18,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg.types.json import Jsonb
 
 from appliance.domain.errors import DependencyUnavailable
-from appliance.domain.knowledge import ChunkWrite, DocumentInfo, Hit
+from appliance.domain.knowledge import ChunkWrite, DocumentInfo, Hit, StoredDocument
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class PgKnowledgeStore:
     def __init__(self, url: str, *, max_size: int = 10, ef_search: int = 100, connect_timeout_s: float = 2.0) -> None:
         self._ef_search = ef_search
         self._pool = psycopg_pool.AsyncConnectionPool(
-            url, min_size=1, max_size=max_size, open=False, timeout=connect_timeout_s,
+            url, min_size=min(2, max_size), max_size=max_size, open=False, timeout=connect_timeout_s,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout_s))},
             configure=self._configure, reconnect_timeout=0,
         )
@@ -83,12 +83,20 @@ class PgKnowledgeStore:
         async with self._conn() as conn:
             await conn.execute("SELECT 1")
 
-    async def document_hash(self, workspace: str, document_id: str) -> str | None:
+    async def document_state(self, workspace: str, document_id: str) -> StoredDocument | None:
         async with self._conn() as conn:
             row = await (await conn.execute(
-                "SELECT content_hash FROM documents WHERE workspace = %s AND document_id = %s",
+                "SELECT content_hash, metadata FROM documents WHERE workspace = %s AND document_id = %s",
                 (workspace, document_id))).fetchone()
-        return str(row[0]) if row else None
+        return StoredDocument(str(row[0]), row[1]) if row else None
+
+    async def update_metadata(self, workspace: str, document_id: str, metadata: Mapping[str, Any]) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("UPDATE documents SET metadata = %s, updated_at = now()"
+                               " WHERE workspace = %s AND document_id = %s",
+                               (Jsonb(dict(metadata)), workspace, document_id))
+            await conn.execute("UPDATE document_chunks SET metadata = %s WHERE workspace = %s AND document_id = %s",
+                               (Jsonb(dict(metadata)), workspace, document_id))
 
     async def replace_document(self, workspace: str, document_id: str, content_hash: str,
                                metadata: Mapping[str, Any], chars: int, chunks: Sequence[ChunkWrite]) -> None:
