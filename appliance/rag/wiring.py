@@ -44,7 +44,8 @@ def build_knowledge(settings: Settings, embedder: Embedder, reranker: Reranker |
     if not settings.database_url:
         raise ConfigError("config error: APPLIANCE_DATABASE_URL: knowledge needs a PostgreSQL URL")
     cfg = settings.knowledge
-    store = PgKnowledgeStore(settings.database_url, max_size=cfg.db_pool_max, ef_search=cfg.hnsw_ef_search)
+    store = PgKnowledgeStore(settings.database_url, max_size=cfg.db_pool_max, ef_search=cfg.hnsw_ef_search,
+                             text_candidates=cfg.text_candidates)
     service = KnowledgeService(store, embedder, reranker, chunker_for(settings, embedder),
                                candidates=cfg.rag_candidates, recorder=recorder)
     return service, store
