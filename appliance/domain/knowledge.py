@@ -41,6 +41,19 @@ class ChunkWrite:
     content: str
     content_hash: str
     embedding: Sequence[float]
+    token_vectors: bytes | None = None  # for late-interaction rerank, when kept
+
+
+class LateInteraction(Protocol):
+    """MaxSim over per-token vectors that are computed once, at ingest, and stored."""
+
+    async def encode(self, texts: Sequence[str]) -> list[bytes]:
+        """Each text's token vectors, packed for storage."""
+        ...
+
+    async def score(self, query: str, documents: Sequence[bytes]) -> list[float]:
+        """One score per packed document, in order; higher is more relevant."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +100,10 @@ class KnowledgeStore(Protocol):
     async def dense_search(self, workspace: str, vector: Sequence[float], k: int) -> list[Hit]: ...
 
     async def text_search(self, workspace: str, query: str, k: int) -> list[Hit]: ...
+
+    async def token_vectors(self, workspace: str, chunks: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        """Stored token vectors of these (document id, chunk index); absent ones are left out."""
+        ...
 
 
 def check_workspace(workspace: str) -> str:
@@ -136,9 +153,10 @@ class KnowledgeService:
 
     def __init__(self, store: KnowledgeStore, embedder: Embedder, reranker: Reranker | None,
                  chunker: Callable[[str], list[str]], *, candidates: int = 20,
-                 recorder: Callable[[], Recorder] | None = None,
+                 recorder: Callable[[], Recorder] | None = None, late: LateInteraction | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.store = store
+        self._late = late
         self._embedder = embedder
         self._reranker = reranker
         self._chunker = chunker
@@ -165,8 +183,9 @@ class KnowledgeService:
             return PutResult(document_id, "updated", 0)
         pieces = self._chunker(text)
         vectors = await self._embedder.embed(pieces)
-        chunks = [ChunkWrite(i, piece, content_hash(piece), vector)
-                  for i, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))]
+        tokens: Sequence[bytes | None] = await self._late.encode(pieces) if self._late else [None] * len(pieces)
+        chunks = [ChunkWrite(i, piece, content_hash(piece), vector, packed)
+                  for i, (piece, vector, packed) in enumerate(zip(pieces, vectors, tokens, strict=True))]
         await self.store.replace_document(workspace, document_id, digest, metadata, len(text), chunks)
         return PutResult(document_id, "created" if previous is None else "updated", len(chunks))
 
@@ -197,15 +216,28 @@ class KnowledgeService:
                 raise result
         lists = [r for r in results if not isinstance(r, BaseException)]
         hits = fuse(lists, list(legs)) if mode == "hybrid" else lists[0]
-        if rerank and self._reranker is not None and hits:
+        if rerank and hits and (self._late is not None or self._reranker is not None):
             head = hits[: self._candidates]
-            scores = await self._reranker.rerank(query, [h.content for h in head])
-            for s in scores:
-                head[s.index].scores["rerank"] = s.score
+            for hit, score in zip(head, await self._rerank(workspace, query, head), strict=True):
+                hit.scores["rerank"] = score
             hits = sorted(head, key=lambda h: -h.scores["rerank"])
         hits = hits[:top_k]
         self._record(correlation_id, workspace, query, mode, rerank, hits, started, composed)
         return hits
+
+    async def _rerank(self, workspace: str, query: str, head: Sequence[Hit]) -> list[float]:
+        """Stored token vectors when kept (a chunk stored without them is encoded now),
+        else the reranker over the texts."""
+        if self._late is None:
+            assert self._reranker is not None
+            by_index = {s.index: s.score for s in await self._reranker.rerank(query, [h.content for h in head])}
+            return [by_index[i] for i in range(len(head))]
+        keys = [(h.document_id, h.chunk_index) for h in head]
+        stored = await self.store.token_vectors(workspace, keys)
+        missing = [i for i, key in enumerate(keys) if key not in stored]
+        encoded = dict(zip(missing, await self._late.encode([head[i].content for i in missing]), strict=True))
+        return await self._late.score(query, [stored[key] if key in stored else encoded[i]
+                                              for i, key in enumerate(keys)])
 
     async def _dense(self, workspace: str, query: str, k: int) -> list[Hit]:
         vector = (await self._embedder.embed([query]))[0]

@@ -140,6 +140,10 @@ class PgKnowledgeStore:
                     " metadata, embedding) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     [(workspace, document_id, c.index, c.content, c.content_hash, Jsonb(dict(metadata)),
                       np.asarray(c.embedding, dtype=np.float32)) for c in chunks])
+                packed = [(workspace, document_id, c.index, c.token_vectors) for c in chunks if c.token_vectors]
+                if packed:
+                    await cur.executemany("INSERT INTO chunk_token_vectors (workspace, document_id, chunk_index,"
+                                          " vectors) VALUES (%s, %s, %s, %s)", packed)
 
     async def delete_document(self, workspace: str, document_id: str) -> bool:
         async with self._conn() as conn:
@@ -173,6 +177,17 @@ class PgKnowledgeStore:
             TEXT_CAPPED.inc()
             log.info("full-text candidates capped", extra={"cap": self._text_candidates, "workspace": workspace})
         return [Hit(r[0], r[1], r[2], r[3], {"text": float(r[4])}) for r in rows]
+
+    async def token_vectors(self, workspace: str, chunks: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        if not chunks:
+            return {}
+        async with self._conn() as conn:
+            rows = await (await conn.execute(
+                "SELECT t.document_id, t.chunk_index, t.vectors FROM chunk_token_vectors t"
+                " JOIN unnest(%s::text[], %s::int[]) AS k(document_id, chunk_index) USING (document_id, chunk_index)"
+                " WHERE t.workspace = %s",
+                ([d for d, _ in chunks], [i for _, i in chunks], workspace))).fetchall()
+        return {(r[0], r[1]): bytes(r[2]) for r in rows}
 
     async def _lexeme_stats(self, conn: psycopg.AsyncConnection[Any]) -> LexemeStats:
         """ANALYZE's lexeme frequencies, re-read at most once a minute."""
