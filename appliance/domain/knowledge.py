@@ -51,7 +51,11 @@ class LateInteraction(Protocol):
         """Each text's token vectors, packed for storage."""
         ...
 
-    async def score(self, query: str, documents: Sequence[bytes]) -> list[float]:
+    async def prepare(self, query: str) -> Any:
+        """The query's side of the score (its token vectors), opaque to the caller."""
+        ...
+
+    async def score(self, prepared: Any, documents: Sequence[bytes]) -> list[float]:
         """One score per packed document, in order; higher is more relevant."""
         ...
 
@@ -136,6 +140,14 @@ def fuse(ranked_lists: Sequence[Sequence[Hit]], names: Sequence[str], k: int = R
     return sorted(merged.values(), key=lambda h: -h.scores["rrf"])
 
 
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Cancel a side computation nobody waited for, or mark its error as seen."""
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()
+
+
 def compose(hits: Sequence[Hit]) -> RetrievedContext:
     """A system message with numbered sources, citing each document once, in rank order."""
     lines = ["Answer using the numbered sources below when they are relevant, and cite them as [n]. "
@@ -204,31 +216,42 @@ class KnowledgeService:
             raise InvalidRequest(f"mode must be one of {list(MODES)}", param="mode")
         started = self._clock()
         pool = max(top_k, self._candidates) if (rerank or mode == "hybrid") else top_k
+        # The query's token vectors for rerank are made while the searches run.
+        prepared = (asyncio.ensure_future(self._late.prepare(query))
+                    if rerank and self._late is not None else None)
+        try:
+            hits = await self._retrieve(workspace, query, mode, pool)
+            if rerank and hits and (self._late is not None or self._reranker is not None):
+                head = hits[: self._candidates]
+                for hit, score in zip(head, await self._rerank(workspace, query, head, prepared), strict=True):
+                    hit.scores["rerank"] = score
+                hits = sorted(head, key=lambda h: -h.scores["rerank"])
+        finally:
+            if prepared is not None:
+                _discard(prepared)
+        hits = hits[:top_k]
+        self._record(correlation_id, workspace, query, mode, rerank, hits, started, composed)
+        return hits
+
+    async def _retrieve(self, workspace: str, query: str, mode: SearchMode, k: int) -> list[Hit]:
         legs: dict[str, Awaitable[list[Hit]]] = {}
         if mode in ("dense", "hybrid"):
-            legs["dense"] = self._dense(workspace, query, pool)
+            legs["dense"] = self._dense(workspace, query, k)
         if mode in ("text", "hybrid"):
-            legs["text"] = self.store.text_search(workspace, query, pool)
+            legs["text"] = self.store.text_search(workspace, query, k)
         # Full text runs while the query is embedded and HNSW searched (two connections).
         results = await asyncio.gather(*legs.values(), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         lists = [r for r in results if not isinstance(r, BaseException)]
-        hits = fuse(lists, list(legs)) if mode == "hybrid" else lists[0]
-        if rerank and hits and (self._late is not None or self._reranker is not None):
-            head = hits[: self._candidates]
-            for hit, score in zip(head, await self._rerank(workspace, query, head), strict=True):
-                hit.scores["rerank"] = score
-            hits = sorted(head, key=lambda h: -h.scores["rerank"])
-        hits = hits[:top_k]
-        self._record(correlation_id, workspace, query, mode, rerank, hits, started, composed)
-        return hits
+        return fuse(lists, list(legs)) if mode == "hybrid" else lists[0]
 
-    async def _rerank(self, workspace: str, query: str, head: Sequence[Hit]) -> list[float]:
+    async def _rerank(self, workspace: str, query: str, head: Sequence[Hit],
+                      prepared: asyncio.Future[Any] | None) -> list[float]:
         """Stored token vectors when kept (a chunk stored without them is encoded now),
         else the reranker over the texts."""
-        if self._late is None:
+        if self._late is None or prepared is None:
             assert self._reranker is not None
             by_index = {s.index: s.score for s in await self._reranker.rerank(query, [h.content for h in head])}
             return [by_index[i] for i in range(len(head))]
@@ -236,8 +259,8 @@ class KnowledgeService:
         stored = await self.store.token_vectors(workspace, keys)
         missing = [i for i, key in enumerate(keys) if key not in stored]
         encoded = dict(zip(missing, await self._late.encode([head[i].content for i in missing]), strict=True))
-        return await self._late.score(query, [stored[key] if key in stored else encoded[i]
-                                              for i, key in enumerate(keys)])
+        return await self._late.score(await prepared, [stored[key] if key in stored else encoded[i]
+                                                       for i, key in enumerate(keys)])
 
     async def _dense(self, workspace: str, query: str, k: int) -> list[Hit]:
         vector = (await self._embedder.embed([query]))[0]

@@ -48,9 +48,9 @@ class StoredMaxSim:
             return []
         return [pack(v) for v in await self._model.token_vectors(list(texts))]
 
-    async def score(self, query: str, documents: Sequence[bytes]) -> list[float]:
-        if not documents:
-            return []
+    async def prepare(self, query: str) -> np.ndarray:
+        return (await self._model.token_vectors([query]))[0]
+
+    async def score(self, prepared: np.ndarray, documents: Sequence[bytes]) -> list[float]:
         dims = int(self._model.dimensions)
-        q = (await self._model.token_vectors([query]))[0]
-        return [maxsim(q, unpack(d, dims)) for d in documents]
+        return [maxsim(prepared, unpack(d, dims)) for d in documents]

@@ -38,7 +38,7 @@ def test_packing_keeps_directions() -> None:
 async def test_stored_scores_match_the_reranker(inference: Inference) -> None:
     late = StoredMaxSim(inference.embedder)  # type: ignore[arg-type]
     query = "what is the name of the guest wifi"
-    stored = await late.score(query, await late.encode(PASSAGES))
+    stored = await late.score(await late.prepare(query), await late.encode(PASSAGES))
     live = [s.score for s in await inference.reranker.rerank(query, PASSAGES)]
     assert np.allclose(stored, live, atol=5e-3)
     assert int(np.argmax(stored)) == 2
@@ -68,5 +68,6 @@ async def test_vectors_are_kept_at_ingest_replaced_with_the_document_and_encoded
         await service.put_document(workspace, "d0", "The heat pump was replaced by a boiler.")
         await service.delete_document(workspace, "d1")
         assert kept() == 1  # d0's new chunk; d1 went with its chunks, d2's row was deleted above
+        assert await service.search(f"{workspace}-empty", "anything", top_k=3, rerank=True) == []
     finally:
         await store.close()

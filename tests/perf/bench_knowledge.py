@@ -12,7 +12,9 @@ What is real and what is synthetic:
   sphere), bulk-loaded with binary COPY and indexed afterwards with the migration's HNSW
   definition. Embedding 100k chunks of 200 tokens for real would take ~20 min of both cores.
 - latency: `KnowledgeService.search` in process, as RAG chat calls it: the query embedded by
-  the real model, HNSW + full text on PostgreSQL, the real MaxSim reranker on the top 20.
+  the real model, HNSW + full text on PostgreSQL, MaxSim on the top 20 from token vectors
+  stored at ingest (synthetic ones for the corpus; the query's are real), and for contrast
+  the reranker encoding the 20 candidates' text at query time.
 - recall@10: held-out vectors of the same synthetic distribution, HNSW (with the store's
   session settings) against an exact sequential scan, for each ef_search.
 
@@ -91,7 +93,9 @@ class Text:
         return "\n\n".join(f"## Section {i}\n\n{p}" for i, p in enumerate(sections, start=1))
 
 
-def synthetic_vectors(n: int, seed: int, clusters: int = 1000, spread: float = 0.6) -> np.ndarray:
+def synthetic_vectors(n: int, seed: int, clusters: int = 1000, spread: float = 1.0) -> np.ndarray:
+    """Unit vectors around `clusters` random centres; at spread 1.0 a point's cosine to its
+    centre is ~0.7 and to a sibling ~0.5, so the 10 nearest are close calls for HNSW."""
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(1).standard_normal((clusters, DIM)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -106,8 +110,10 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def load_corpus(url: str, n: int, text: Text, row: Callable[[str], None]) -> None:
-    """n chunks in workspace WS (10 per document), bulk: drop the HNSW index, COPY, re-index."""
+def load_corpus(url: str, n: int, text: Text, row: Callable[[str], None], token_vectors: bool) -> None:
+    """n chunks in workspace WS (10 per document), bulk: drop the HNSW index, COPY, re-index.
+    With `token_vectors`, each chunk also gets 200 synthetic int8 token vectors (77 kB, from a
+    pool of 256 random ones: only their size matters for latency), in an UNLOGGED table."""
     vectors = synthetic_vectors(n, seed=2)
     docs = (n + 9) // 10
     with psycopg.connect(url, autocommit=True) as conn:
@@ -132,6 +138,18 @@ def load_corpus(url: str, n: int, text: Text, row: Callable[[str], None]) -> Non
                     if (i + 1) % 20000 == 0:
                         row(f"  loaded {i + 1} chunks ({time.perf_counter() - started:.0f} s)")
         row(f"  COPY of {n} chunks (with tsvector): {time.perf_counter() - started:.1f} s")
+        if token_vectors:
+            started = time.perf_counter()
+            rng = np.random.default_rng(5)
+            pool = [rng.integers(-127, 128, size=200 * DIM, dtype=np.int8).tobytes() for _ in range(256)]
+            conn.execute("ALTER TABLE chunk_token_vectors SET UNLOGGED")
+            with conn.cursor() as cur, cur.copy(
+                    "COPY chunk_token_vectors (workspace, document_id, chunk_index, vectors)"
+                    " FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "text", "int4", "bytea"])
+                for i in range(n):
+                    copy.write_row((WS, f"doc-{i // 10:06d}", i % 10, pool[i % 256]))
+            row(f"  COPY of {n} token-vector rows ({n * 200 * DIM / 1e9:.1f} GB): {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '1GB'")
         conn.execute(HNSW)
@@ -183,23 +201,28 @@ async def run(args: argparse.Namespace, url: str) -> None:
     service, store = build_knowledge(settings, inference.embedder, inference.reranker)
     await store.open()
     try:
-        # 1. ingest, the real path
+        # 1. ingest, the real path, with and without token vectors for rerank
         docs = [text.document(1000) for _ in range(args.ingest_docs)]
         await service.put_document("warmup", "w", docs[0])
+        plain_service, _ = build_knowledge(settings.model_copy(update={"knowledge": knowledge.model_copy(
+            update={"rerank_token_vectors": False})}), inference.embedder, inference.reranker)
+        plain_service.store = store
+        ingest: dict[str, float] = {}
+        for name, svc in (("with token vectors", service), ("without token vectors", plain_service)):
+            started = time.perf_counter()
+            chunks = 0
+            for i, doc in enumerate(docs):
+                chunks += (await svc.put_document(f"ingest-{len(ingest)}", f"doc-{i}", doc)).chunks
+            ingest[name] = chunks / (time.perf_counter() - started)
+            row(f"ingest {name}: {args.ingest_docs} documents, {chunks} chunks, {ingest[name]:.1f} chunks/s")
         started = time.perf_counter()
-        chunks = 0
         for i, doc in enumerate(docs):
-            chunks += (await service.put_document("ingest", f"doc-{i}", doc)).chunks
-        ingest_s = time.perf_counter() - started
-        started = time.perf_counter()
-        for i, doc in enumerate(docs):
-            await service.put_document("ingest", f"doc-{i}", doc)
+            await service.put_document("ingest-0", f"doc-{i}", doc)
         unchanged_ms = (time.perf_counter() - started) * 1000 / len(docs)
-        row(f"ingest: {args.ingest_docs} documents, {chunks} chunks in {ingest_s:.1f} s")
 
         # 2. the corpus
         row(f"loading {args.chunks} chunks into workspace '{WS}' ...")
-        load_corpus(url, args.chunks, text, row)
+        load_corpus(url, args.chunks, text, row, args.token_vectors)
 
         # 3. recall@10 and SQL latency per ef_search
         held_out = synthetic_vectors(args.recall_queries, seed=99)
@@ -217,6 +240,10 @@ async def run(args: argparse.Namespace, url: str) -> None:
             "hybrid": await timed(args.queries, search("hybrid", False)),
             "hybrid + rerank top 20": await timed(args.queries, search("hybrid", True)),
         }
+        if args.live_rerank_queries:
+            lat["hybrid + rerank top 20, encoding candidates live"] = await timed(
+                args.live_rerank_queries,
+                lambda i: plain_service.search(WS, queries[i], top_k=10, mode="hybrid", rerank=True))
     finally:
         await store.close()
         await inference.close()
@@ -229,7 +256,8 @@ async def run(args: argparse.Namespace, url: str) -> None:
     print()
     print("| measure | value |")
     print("|---|---:|")
-    print(f"| ingest, real path (chunks/s) | {chunks / ingest_s:.0f} |")
+    for name, rate in ingest.items():
+        print(f"| ingest {name}, real path (chunks/s) | {rate:.1f} |")
     print(f"| re-ingest of an unchanged document (ms) | {unchanged_ms:.1f} |")
     for ef, (r, ms) in rec.items():
         print(f"| HNSW recall@10, ef_search={ef} (SQL p50 {ms:.1f} ms) | {r:.3f} |")
@@ -245,6 +273,10 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=KnowledgeSettings().hnsw_ef_search,
                         help="the store's ef_search for the latency table")
     parser.add_argument("--ingest-docs", type=int, default=30, help="~1,000-word documents for the ingest rate")
+    parser.add_argument("--live-rerank-queries", type=int, default=20,
+                        help="queries for the rerank that encodes candidates at query time (slow)")
+    parser.add_argument("--no-token-vectors", dest="token_vectors", action="store_false",
+                        help="do not load the 7.7 GB of token vectors for 100k chunks")
     parser.add_argument("--database-url", help="an existing database (default: an embedded one in a tmp dir)")
     args = parser.parse_args()
     if args.database_url:
