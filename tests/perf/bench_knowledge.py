@@ -8,15 +8,17 @@ What is real and what is synthetic:
   one transaction per document) over generated ~1,000-word documents -> chunks/s.
 - the N-chunk corpus: generated text (words drawn Zipf-like from the tokenizer's
   vocabulary, ~150 words = ~200 tokens per chunk, so full-text search meets common and rare
-  terms) with *synthetic* vectors (a mixture of 1,000 Gaussian clusters on the unit
-  sphere), bulk-loaded with binary COPY and indexed afterwards with the migration's HNSW
-  definition. Embedding 100k chunks of 200 tokens for real would take ~20 min of both cores.
+  terms), bulk-loaded with binary COPY and indexed afterwards with the migration's HNSW
+  definition. Vectors: *synthetic* by default (a mixture of 1,000 Gaussian clusters on the
+  unit sphere), or with --real-vectors the real model's embeddings of each chunk's first 32
+  words (cached; embedding all 200 tokens of 100k chunks would take ~20 min of both cores).
 - latency: `KnowledgeService.search` in process, as RAG chat calls it: the query embedded by
   the real model, HNSW + full text on PostgreSQL, MaxSim on the top 20 from token vectors
   stored at ingest (synthetic ones for the corpus; the query's are real), and for contrast
   the reranker encoding the 20 candidates' text at query time.
-- recall@10: held-out vectors of the same synthetic distribution, HNSW (with the store's
-  session settings) against an exact sequential scan, for each ef_search.
+- recall@10: held-out vectors of the same distribution (synthetic, or real embeddings of
+  other generated text), HNSW (with the store's session settings) against an exact
+  sequential scan, for each ef_search.
 
 Starts its own embedded PostgreSQL in a temporary directory unless --database-url is given
 (that database must be empty or hold only this benchmark's workspaces).
@@ -110,11 +112,30 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def load_corpus(url: str, n: int, text: Text, row: Callable[[str], None], token_vectors: bool) -> None:
+async def real_vectors(inference: Inference, texts: list[str], cache: Path, row: Callable[[str], None]) -> np.ndarray:
+    """Real embeddings of each chunk's first 32 words (all 150 would take ~20 min), cached."""
+    heads = [" ".join(t.split()[:32]) for t in texts]
+    key = hashlib.sha256(("\n".join(heads[:50]) + str(len(heads))).encode()).hexdigest()[:16]
+    path = cache / f"bench-knowledge-{key}.npy"
+    if path.exists():
+        return np.asarray(np.load(path), dtype=np.float32)
+    out = np.zeros((len(heads), DIM), dtype=np.float32)
+    started = time.perf_counter()
+    for i in range(0, len(heads), 256):
+        out[i:i + 256] = await inference.embedder.embed(heads[i:i + 256])
+        if (i // 256) % 40 == 39:
+            row(f"  embedded {i + 256} ({(i + 256) / (time.perf_counter() - started):.0f}/s)")
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+def load_corpus(url: str, texts: list[str], vectors: np.ndarray, row: Callable[[str], None],
+                token_vectors: bool) -> None:
     """n chunks in workspace WS (10 per document), bulk: drop the HNSW index, COPY, re-index.
     With `token_vectors`, each chunk also gets 200 synthetic int8 token vectors (77 kB, from a
     pool of 256 random ones: only their size matters for latency), in an UNLOGGED table."""
-    vectors = synthetic_vectors(n, seed=2)
+    n = len(texts)
     docs = (n + 9) // 10
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
@@ -128,11 +149,7 @@ def load_corpus(url: str, n: int, text: Text, row: Callable[[str], None], token_
             with cur.copy("COPY document_chunks (workspace, document_id, chunk_index, content, content_hash,"
                           " metadata, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
                 copy.set_types(["text", "text", "int4", "text", "text", "jsonb", "vector"])
-                contents: list[str] = []
-                for i in range(n):
-                    if not contents:
-                        contents = text.passages(min(5000, n - i), 150)
-                    content = contents.pop()
+                for i, content in enumerate(texts):
                     copy.write_row((WS, f"doc-{i // 10:06d}", i % 10, content,
                                     hashlib.sha256(content.encode()).hexdigest(), Jsonb({}), vectors[i]))
                     if (i + 1) % 20000 == 0:
@@ -221,16 +238,25 @@ async def run(args: argparse.Namespace, url: str) -> None:
         unchanged_ms = (time.perf_counter() - started) * 1000 / len(docs)
 
         # 2. the corpus
+        texts = text.passages(args.chunks, 150)
+        qtext = Text(seed=11)
+        queries = [qtext.sentence(int(qtext.rng.integers(3, 9))) for _ in range(args.queries + 10)]
+        if args.real_vectors:
+            row(f"embedding {args.chunks} chunk heads (cached in {args.cache}) ...")
+            vectors = await real_vectors(inference, texts, Path(args.cache), row)
+            # held out: other chunk heads of the same generator, embedded for real
+            held_out = np.asarray(await inference.embedder.embed(
+                [" ".join(t.split()[:32]) for t in Text(seed=13).passages(args.recall_queries, 32)]), dtype=np.float32)
+        else:
+            vectors = synthetic_vectors(args.chunks, seed=2)
+            held_out = synthetic_vectors(args.recall_queries, seed=99)
         row(f"loading {args.chunks} chunks into workspace '{WS}' ...")
-        load_corpus(url, args.chunks, text, row, args.token_vectors)
+        load_corpus(url, texts, vectors, row, args.token_vectors)
 
         # 3. recall@10 and SQL latency per ef_search
-        held_out = synthetic_vectors(args.recall_queries, seed=99)
         rec = recall(url, held_out, efs)
 
         # 4. service latency, as RAG chat sees it
-        qtext = Text(seed=11)
-        queries = [qtext.sentence(int(qtext.rng.integers(3, 9))) for _ in range(args.queries + 10)]
 
         def search(mode: str, rerank: bool) -> Callable[[int], Awaitable[object]]:
             return lambda i: service.search(WS, queries[i], top_k=10, mode=mode, rerank=rerank)  # type: ignore[arg-type]
@@ -261,7 +287,8 @@ async def run(args: argparse.Namespace, url: str) -> None:
     print(f"| re-ingest of an unchanged document (ms) | {unchanged_ms:.1f} |")
     for ef, (r, ms) in rec.items():
         print(f"| HNSW recall@10, ef_search={ef} (SQL p50 {ms:.1f} ms) | {r:.3f} |")
-    print(f"({args.queries} queries per mode, {args.recall_queries} for recall; synthetic vectors for the corpus)")
+    kind = "real MiniLM embeddings of each chunk's first 32 words" if args.real_vectors else "synthetic clustered vectors"
+    print(f"({args.queries} queries per mode, {args.recall_queries} for recall; corpus vectors: {kind})")
 
 
 def main() -> None:
@@ -277,6 +304,9 @@ def main() -> None:
                         help="queries for the rerank that encodes candidates at query time (slow)")
     parser.add_argument("--no-token-vectors", dest="token_vectors", action="store_false",
                         help="do not load the 7.7 GB of token vectors for 100k chunks")
+    parser.add_argument("--real-vectors", action="store_true",
+                        help="embed each chunk's first 32 words for real (~4 min per 100k idle; cached)")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "appliance-bench"))
     parser.add_argument("--database-url", help="an existing database (default: an embedded one in a tmp dir)")
     args = parser.parse_args()
     if args.database_url:
