@@ -10,11 +10,13 @@ each token scaled so its largest component is +-127.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
 from appliance.inference.maxsim import maxsim
+
+ENCODE_SLICE: Final = 64
 
 
 class TokenVectorModel(Protocol):
@@ -44,9 +46,12 @@ class StoredMaxSim:
         self._model = model
 
     async def encode(self, texts: Sequence[str]) -> list[bytes]:
-        if not texts:
-            return []
-        return [pack(v) for v in await self._model.token_vectors(list(texts))]
+        # In slices: float32 token vectors are 4x their packed size (300 kB per chunk), and
+        # a long document has thousands of chunks.
+        out: list[bytes] = []
+        for start in range(0, len(texts), ENCODE_SLICE):
+            out.extend(pack(v) for v in await self._model.token_vectors(list(texts[start:start + ENCODE_SLICE])))
+        return out
 
     async def prepare(self, query: str) -> np.ndarray:
         return (await self._model.token_vectors([query]))[0]
