@@ -128,6 +128,10 @@ class KnowledgeSettings(_Strict):
     rag_top_k: Annotated[int, Field(ge=1, le=100)] = 5
     rag_candidates: Annotated[int, Field(ge=1, le=1000)] = 20
     hnsw_ef_search: Annotated[int, Field(ge=1, le=1000)] = 100
+    # int8 token vectors per chunk at ingest (~77 kB per 200-token chunk): MaxSim rerank
+    # then runs only the query through the model. Used when rerank_kind is maxsim.
+    rerank_token_vectors: bool = True
+    text_candidates: Annotated[int, Field(ge=10, le=1_000_000)] = 1000  # full-text rows scored per search, at most
     db_pool_max: Annotated[int, Field(ge=1, le=200)] = 10
 
 

@@ -6,11 +6,12 @@ Talks to the world only through the `KnowledgeStore`, `Embedder` and `Reranker` 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -40,6 +41,23 @@ class ChunkWrite:
     content: str
     content_hash: str
     embedding: Sequence[float]
+    token_vectors: bytes | None = None  # for late-interaction rerank, when kept
+
+
+class LateInteraction(Protocol):
+    """MaxSim over per-token vectors that are computed once, at ingest, and stored."""
+
+    async def encode(self, texts: Sequence[str]) -> list[bytes]:
+        """Each text's token vectors, packed for storage."""
+        ...
+
+    async def prepare(self, query: str) -> Any:
+        """The query's side of the score (its token vectors), opaque to the caller."""
+        ...
+
+    async def score(self, prepared: Any, documents: Sequence[bytes]) -> list[float]:
+        """One score per packed document, in order; higher is more relevant."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +77,20 @@ class PutResult:
     chunks: int
 
 
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    content_hash: str               # of the text alone: equal means the chunks are still right
+    metadata: Mapping[str, Any]
+
+
 class KnowledgeStore(Protocol):
     """Where documents and chunks live. Raises `DependencyUnavailable` when it is down."""
 
-    async def document_hash(self, workspace: str, document_id: str) -> str | None: ...
+    async def document_state(self, workspace: str, document_id: str) -> StoredDocument | None: ...
+
+    async def update_metadata(self, workspace: str, document_id: str, metadata: Mapping[str, Any]) -> None:
+        """Replace the metadata of the document and of its chunks (one transaction)."""
+        ...
 
     async def replace_document(self, workspace: str, document_id: str, content_hash: str,
                                metadata: Mapping[str, Any], chars: int, chunks: Sequence[ChunkWrite]) -> None:
@@ -77,6 +105,10 @@ class KnowledgeStore(Protocol):
 
     async def text_search(self, workspace: str, query: str, k: int) -> list[Hit]: ...
 
+    async def token_vectors(self, workspace: str, chunks: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        """Stored token vectors of these (document id, chunk index); absent ones are left out."""
+        ...
+
 
 def check_workspace(workspace: str) -> str:
     if not _WORKSPACE.match(workspace):
@@ -84,9 +116,12 @@ def check_workspace(workspace: str) -> str:
     return workspace
 
 
-def content_hash(text: str, metadata: Mapping[str, Any] | None = None) -> str:
-    payload = text if not metadata else text + "\0" + json.dumps(metadata, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(metadata: Mapping[str, Any]) -> str:
+    return json.dumps(metadata, sort_keys=True, default=str)
 
 
 def fuse(ranked_lists: Sequence[Sequence[Hit]], names: Sequence[str], k: int = RRF_K) -> list[Hit]:
@@ -103,6 +138,14 @@ def fuse(ranked_lists: Sequence[Sequence[Hit]], names: Sequence[str], k: int = R
     for key, score in fused.items():
         merged[key].scores["rrf"] = score
     return sorted(merged.values(), key=lambda h: -h.scores["rrf"])
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Cancel a side computation nobody waited for, or mark its error as seen."""
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()
 
 
 def compose(hits: Sequence[Hit]) -> RetrievedContext:
@@ -122,9 +165,10 @@ class KnowledgeService:
 
     def __init__(self, store: KnowledgeStore, embedder: Embedder, reranker: Reranker | None,
                  chunker: Callable[[str], list[str]], *, candidates: int = 20,
-                 recorder: Callable[[], Recorder] | None = None,
+                 recorder: Callable[[], Recorder] | None = None, late: LateInteraction | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.store = store
+        self._late = late
         self._embedder = embedder
         self._reranker = reranker
         self._chunker = chunker
@@ -134,21 +178,27 @@ class KnowledgeService:
 
     async def put_document(self, workspace: str, document_id: str, text: str,
                            metadata: Mapping[str, Any] | None = None) -> PutResult:
-        """Idempotent by content hash: unchanged text and metadata write nothing."""
+        """Idempotent by content hash: unchanged text and metadata write nothing; changed
+        metadata alone is updated in place without chunking or embedding again."""
         check_workspace(workspace)
         if not document_id or len(document_id) > 512:
             raise InvalidRequest("document id must be 1-512 characters", param="id")
         if not text.strip():
             raise InvalidRequest("document text is empty", param="text")
-        digest = content_hash(text, metadata)
-        previous = await self.store.document_hash(workspace, document_id)
-        if previous == digest:
-            return PutResult(document_id, "unchanged", 0)
+        metadata = metadata or {}
+        digest = content_hash(text)
+        previous = await self.store.document_state(workspace, document_id)
+        if previous is not None and previous.content_hash == digest:
+            if _canonical(previous.metadata) == _canonical(metadata):
+                return PutResult(document_id, "unchanged", 0)
+            await self.store.update_metadata(workspace, document_id, metadata)
+            return PutResult(document_id, "updated", 0)
         pieces = self._chunker(text)
         vectors = await self._embedder.embed(pieces)
-        chunks = [ChunkWrite(i, piece, content_hash(piece), vector)
-                  for i, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))]
-        await self.store.replace_document(workspace, document_id, digest, metadata or {}, len(text), chunks)
+        tokens: Sequence[bytes | None] = await self._late.encode(pieces) if self._late else [None] * len(pieces)
+        chunks = [ChunkWrite(i, piece, content_hash(piece), vector, packed)
+                  for i, (piece, vector, packed) in enumerate(zip(pieces, vectors, tokens, strict=True))]
+        await self.store.replace_document(workspace, document_id, digest, metadata, len(text), chunks)
         return PutResult(document_id, "created" if previous is None else "updated", len(chunks))
 
     async def delete_document(self, workspace: str, document_id: str) -> bool:
@@ -166,27 +216,61 @@ class KnowledgeService:
             raise InvalidRequest(f"mode must be one of {list(MODES)}", param="mode")
         started = self._clock()
         pool = max(top_k, self._candidates) if (rerank or mode == "hybrid") else top_k
-        lists: list[list[Hit]] = []
-        names: list[str] = []
-        if mode in ("dense", "hybrid"):
-            vector = (await self._embedder.embed([query]))[0]
-            lists.append(await self.store.dense_search(workspace, vector, pool))
-            names.append("dense")
-        if mode in ("text", "hybrid"):
-            lists.append(await self.store.text_search(workspace, query, pool))
-            names.append("text")
-        hits = fuse(lists, names) if mode == "hybrid" else lists[0]
-        if rerank and self._reranker is not None and hits:
-            head = hits[: self._candidates]
-            scores = await self._reranker.rerank(query, [h.content for h in head])
-            for s in scores:
-                head[s.index].scores["rerank"] = s.score
-            hits = sorted(head, key=lambda h: -h.scores["rerank"])
+        # The query's token vectors for rerank are made while the searches run.
+        prepared = (asyncio.ensure_future(self._late.prepare(query))
+                    if rerank and self._late is not None else None)
+        try:
+            hits = await self._retrieve(workspace, query, mode, pool)
+            if rerank and hits and (self._late is not None or self._reranker is not None):
+                head = hits[: self._candidates]
+                for hit, score in zip(head, await self._rerank(workspace, query, head, prepared), strict=True):
+                    hit.scores["rerank"] = score
+                hits = sorted(head, key=lambda h: -h.scores["rerank"])
+        finally:
+            if prepared is not None:
+                _discard(prepared)
         hits = hits[:top_k]
         self._record(correlation_id, workspace, query, mode, rerank, hits, started, composed)
         return hits
 
+    async def _retrieve(self, workspace: str, query: str, mode: SearchMode, k: int) -> list[Hit]:
+        legs: dict[str, Awaitable[list[Hit]]] = {}
+        if mode in ("dense", "hybrid"):
+            legs["dense"] = self._dense(workspace, query, k)
+        if mode in ("text", "hybrid"):
+            legs["text"] = self.store.text_search(workspace, query, k)
+        # Full text runs while the query is embedded and HNSW searched (two connections).
+        results = await asyncio.gather(*legs.values(), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        lists = [r for r in results if not isinstance(r, BaseException)]
+        return fuse(lists, list(legs)) if mode == "hybrid" else lists[0]
+
+    async def _rerank(self, workspace: str, query: str, head: Sequence[Hit],
+                      prepared: asyncio.Future[Any] | None) -> list[float]:
+        """Stored token vectors when kept (a chunk stored without them is encoded now),
+        else the reranker over the texts."""
+        if self._late is None or prepared is None:
+            assert self._reranker is not None
+            by_index = {s.index: s.score for s in await self._reranker.rerank(query, [h.content for h in head])}
+            return [by_index[i] for i in range(len(head))]
+        keys = [(h.document_id, h.chunk_index) for h in head]
+        stored = await self.store.token_vectors(workspace, keys)
+        missing = [i for i, key in enumerate(keys) if key not in stored]
+        encoded = dict(zip(missing, await self._late.encode([head[i].content for i in missing]), strict=True))
+        return await self._late.score(await prepared, [stored[key] if key in stored else encoded[i]
+                                                       for i, key in enumerate(keys)])
+
+    async def _dense(self, workspace: str, query: str, k: int) -> list[Hit]:
+        vector = (await self._embedder.embed([query]))[0]
+        return await self.store.dense_search(workspace, vector, k)
+
     async def context_for(self, workspace: str, query: str, top_k: int, correlation_id: str) -> RetrievedContext:
+        """Hybrid search, reranked when a reranker is configured, composed with numbered
+        sources. A conversation whose last user turn has no text retrieves nothing."""
+        if not query.strip():
+            return compose([])
         hits = await self.search(workspace, query, top_k=top_k, mode="hybrid", rerank=self._reranker is not None,
                                  correlation_id=correlation_id, composed=True)
         return compose(hits)

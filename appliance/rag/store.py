@@ -7,18 +7,21 @@ psycopg and pool errors become `DependencyUnavailable` here; nothing foreign lea
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import psycopg
 import psycopg_pool
 from pgvector.psycopg import register_vector_async
+from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 
 from appliance.domain.errors import DependencyUnavailable
-from appliance.domain.knowledge import ChunkWrite, DocumentInfo, Hit
+from appliance.domain.knowledge import ChunkWrite, DocumentInfo, Hit, StoredDocument
+from appliance.rag.text_query import NO_STATS, LexemeStats, plan, tsquery_literal
 
 log = logging.getLogger(__name__)
 
@@ -27,24 +30,45 @@ SELECT document_id, chunk_index, content, metadata, 1 - (embedding <=> %(v)s) AS
 FROM document_chunks WHERE workspace = %(ws)s
 ORDER BY embedding <=> %(v)s LIMIT %(k)s
 """
-# plainto_tsquery stems and drops stop words; joining its terms with OR (not AND) lets a
-# question match passages that contain only some of its words, ranked by ts_rank_cd.
-_TEXT = """
-SELECT document_id, chunk_index, content, metadata, ts_rank_cd(tsv, query.q) AS score
-FROM document_chunks,
-     (SELECT replace(plainto_tsquery('english', %(q)s)::text, '&', '|')::tsquery AS q) AS query
-WHERE workspace = %(ws)s AND tsv @@ query.q
-ORDER BY score DESC LIMIT %(k)s
+_LEXEMES = "SELECT coalesce(array_agg(lexeme), '{}') FROM unnest(to_tsvector('english', %s))"
+_STATS = """
+SELECT s.most_common_elems::text::text[], s.most_common_elem_freqs, c.reltuples
+FROM pg_class c LEFT JOIN pg_stats s
+  ON s.schemaname = current_schema() AND s.tablename = 'document_chunks' AND s.attname = 'tsv'
+WHERE c.oid = 'document_chunks'::regclass
 """
+STATS_TTL_S: Final = 60.0
+TEXT_CAPPED = Counter("appliance_knowledge_text_candidates_capped_total",
+                      "Full-text searches whose candidate rows reached APPLIANCE_KNOWLEDGE__TEXT_CANDIDATES")
+
+
+_TEXT = """
+SELECT c.document_id, c.chunk_index, c.content, c.metadata, m.score, m.matched
+FROM (SELECT id, score, count(*) OVER () AS matched
+      FROM (SELECT id, ts_rank(%(weights)s::float4[],
+                               setweight(setweight(setweight(tsv, 'A', %(a)s), 'B', %(b)s), 'C', %(c)s),
+                               %(all)s::tsquery) AS score
+            FROM document_chunks WHERE workspace = %(ws)s AND tsv @@ %(cand)s::tsquery
+            LIMIT %(cap)s) AS candidates
+      ORDER BY score DESC, id LIMIT %(k)s) AS m
+JOIN document_chunks c ON c.id = m.id
+ORDER BY m.score DESC, m.id
+"""
+"""Candidates from the GIN index (at most `cap`), scored by IDF-weighted ts_rank (see
+text_query), the top k joined back to their content; `matched` says whether the cap was hit."""
 
 
 class PgKnowledgeStore:
     """`KnowledgeStore` over a pooled async connection to PostgreSQL."""
 
-    def __init__(self, url: str, *, max_size: int = 10, ef_search: int = 100, connect_timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, *, max_size: int = 10, ef_search: int = 100, text_candidates: int = 1000,
+                 connect_timeout_s: float = 2.0) -> None:
         self._ef_search = ef_search
+        self._text_candidates = text_candidates
+        self._stats = NO_STATS
+        self._stats_at = -STATS_TTL_S
         self._pool = psycopg_pool.AsyncConnectionPool(
-            url, min_size=1, max_size=max_size, open=False, timeout=connect_timeout_s,
+            url, min_size=min(2, max_size), max_size=max_size, open=False, timeout=connect_timeout_s,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout_s))},
             configure=self._configure, reconnect_timeout=0,
         )
@@ -83,12 +107,20 @@ class PgKnowledgeStore:
         async with self._conn() as conn:
             await conn.execute("SELECT 1")
 
-    async def document_hash(self, workspace: str, document_id: str) -> str | None:
+    async def document_state(self, workspace: str, document_id: str) -> StoredDocument | None:
         async with self._conn() as conn:
             row = await (await conn.execute(
-                "SELECT content_hash FROM documents WHERE workspace = %s AND document_id = %s",
+                "SELECT content_hash, metadata FROM documents WHERE workspace = %s AND document_id = %s",
                 (workspace, document_id))).fetchone()
-        return str(row[0]) if row else None
+        return StoredDocument(str(row[0]), row[1]) if row else None
+
+    async def update_metadata(self, workspace: str, document_id: str, metadata: Mapping[str, Any]) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("UPDATE documents SET metadata = %s, updated_at = now()"
+                               " WHERE workspace = %s AND document_id = %s",
+                               (Jsonb(dict(metadata)), workspace, document_id))
+            await conn.execute("UPDATE document_chunks SET metadata = %s WHERE workspace = %s AND document_id = %s",
+                               (Jsonb(dict(metadata)), workspace, document_id))
 
     async def replace_document(self, workspace: str, document_id: str, content_hash: str,
                                metadata: Mapping[str, Any], chars: int, chunks: Sequence[ChunkWrite]) -> None:
@@ -108,6 +140,10 @@ class PgKnowledgeStore:
                     " metadata, embedding) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     [(workspace, document_id, c.index, c.content, c.content_hash, Jsonb(dict(metadata)),
                       np.asarray(c.embedding, dtype=np.float32)) for c in chunks])
+                packed = [(workspace, document_id, c.index, c.token_vectors) for c in chunks if c.token_vectors]
+                if packed:
+                    await cur.executemany("INSERT INTO chunk_token_vectors (workspace, document_id, chunk_index,"
+                                          " vectors) VALUES (%s, %s, %s, %s)", packed)
 
     async def delete_document(self, workspace: str, document_id: str) -> bool:
         async with self._conn() as conn:
@@ -127,7 +163,45 @@ class PgKnowledgeStore:
         return sorted(hits, key=lambda h: -h.scores["dense"])
 
     async def text_search(self, workspace: str, query: str, k: int) -> list[Hit]:
-        return await self._search(_TEXT, {"q": query, "ws": workspace, "k": k}, "text")
+        async with self._conn() as conn:
+            row = await (await conn.execute(_LEXEMES, (query,))).fetchone()
+            planned = plan(row[0] if row else [], await self._lexeme_stats(conn), self._text_candidates)
+            if planned is None:
+                return []
+            a, b, c = (list(group) for group in planned.labelled)
+            rows = await (await conn.execute(_TEXT, {
+                "ws": workspace, "k": k, "cap": self._text_candidates, "weights": list(planned.weights),
+                "a": a, "b": b, "c": c, "cand": tsquery_literal(planned.candidates),
+                "all": tsquery_literal(planned.lexemes)})).fetchall()
+        if rows and rows[0][5] >= self._text_candidates:
+            TEXT_CAPPED.inc()
+            log.info("full-text candidates capped", extra={"cap": self._text_candidates, "workspace": workspace})
+        return [Hit(r[0], r[1], r[2], r[3], {"text": float(r[4])}) for r in rows]
+
+    async def token_vectors(self, workspace: str, chunks: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        if not chunks:
+            return {}
+        async with self._conn() as conn:
+            rows = await (await conn.execute(
+                "SELECT t.document_id, t.chunk_index, t.vectors FROM chunk_token_vectors t"
+                " JOIN unnest(%s::text[], %s::int[]) AS k(document_id, chunk_index) USING (document_id, chunk_index)"
+                " WHERE t.workspace = %s",
+                ([d for d, _ in chunks], [i for _, i in chunks], workspace), binary=True)).fetchall()
+        return {(r[0], r[1]): bytes(r[2]) for r in rows}  # binary: 1.5 MB for 20 chunks, not 3 MB of hex
+
+    async def _lexeme_stats(self, conn: psycopg.AsyncConnection[Any]) -> LexemeStats:
+        """ANALYZE's lexeme frequencies, re-read at most once a minute."""
+        now = time.monotonic()
+        if now - self._stats_at < STATS_TTL_S:
+            return self._stats
+        row = await (await conn.execute(_STATS)).fetchone()
+        stats = NO_STATS
+        if row and row[0] and row[1]:
+            elems, freqs, rows = row
+            stats = LexemeStats(dict(zip(elems, freqs[:len(elems)], strict=True)), float(freqs[len(elems)]),
+                                float(rows))
+        self._stats, self._stats_at = stats, now
+        return stats
 
     async def _search(self, sql: str, params: dict[str, Any], name: str) -> list[Hit]:
         async with self._conn() as conn:

@@ -13,6 +13,7 @@ from appliance.domain.chunking import chunk_text
 from appliance.domain.errors import DependencyUnavailable
 from appliance.domain.knowledge import KnowledgeService
 from appliance.domain.ports import Embedder, Reranker
+from appliance.rag.late_interaction import StoredMaxSim
 from appliance.rag.store import PgKnowledgeStore
 
 if TYPE_CHECKING:
@@ -44,9 +45,13 @@ def build_knowledge(settings: Settings, embedder: Embedder, reranker: Reranker |
     if not settings.database_url:
         raise ConfigError("config error: APPLIANCE_DATABASE_URL: knowledge needs a PostgreSQL URL")
     cfg = settings.knowledge
-    store = PgKnowledgeStore(settings.database_url, max_size=cfg.db_pool_max, ef_search=cfg.hnsw_ef_search)
+    store = PgKnowledgeStore(settings.database_url, max_size=cfg.db_pool_max, ef_search=cfg.hnsw_ef_search,
+                             text_candidates=cfg.text_candidates)
+    late = None
+    if cfg.rerank_kind == "maxsim" and cfg.rerank_token_vectors and hasattr(embedder, "token_vectors"):
+        late = StoredMaxSim(embedder)  # type: ignore[arg-type]
     service = KnowledgeService(store, embedder, reranker, chunker_for(settings, embedder),
-                               candidates=cfg.rag_candidates, recorder=recorder)
+                               candidates=cfg.rag_candidates, recorder=recorder, late=late)
     return service, store
 
 

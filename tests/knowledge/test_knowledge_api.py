@@ -99,3 +99,23 @@ def test_bad_input_is_400_with_param(rag_gateway: Gateway, workspace: str) -> No
     for method, path, body, param in cases:
         status, answer = call(rag_gateway, method, path, body)
         assert status == 400 and answer["error"]["param"] == param, (path, body, answer)
+
+
+def test_a_metadata_change_alone_updates_in_place_without_embedding_again(rag_gateway: Gateway,
+                                                                           workspace: str) -> None:
+    call(rag_gateway, "POST", f"/knowledge/{workspace}/documents", DOCS[0])
+    moved = {**DOCS[0], "metadata": {"room": "cellar"}}
+    status, body = call(rag_gateway, "POST", f"/knowledge/{workspace}/documents", moved)
+    assert status == 200 and body["data"] == [{"id": "heat-pump.md", "status": "updated", "chunks": 0}]
+    assert call(rag_gateway, "GET", f"/knowledge/{workspace}/documents")[1]["data"][0]["metadata"] == {"room": "cellar"}
+    assert search(rag_gateway, workspace, "heat pump", mode="text")[0]["metadata"] == {"room": "cellar"}
+    assert call(rag_gateway, "POST", f"/knowledge/{workspace}/documents", moved)[1]["data"][0]["status"] == "unchanged"
+
+
+def test_text_search_takes_any_characters_and_ranks_the_rarer_word_higher(rag_gateway: Gateway,
+                                                                           workspace: str) -> None:
+    call(rag_gateway, "POST", f"/knowledge/{workspace}/documents", DOCS)
+    assert search(rag_gateway, workspace, "O'Brien's | & ! path:1 (router)", mode="text")[0]["document_id"] == "router.md"
+    assert search(rag_gateway, workspace, "the of and", mode="text") == []  # stop words only
+    hits = search(rag_gateway, workspace, "oven heat", mode="text", top_k=3)
+    assert {h["document_id"] for h in hits} == {"sourdough.md", "heat-pump.md"}

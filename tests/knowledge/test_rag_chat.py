@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 
 import openai
-import pytest
 
 from appliance.db.migrate import migrate
 from appliance.embedded.postgres import EmbeddedPostgres
@@ -92,10 +91,21 @@ def test_postgres_down_degrades_rag_to_direct_and_the_gateway_keeps_serving(
 def test_a_database_made_for_another_model_stops_the_start(tmp_path: Path, fake_llm: FakeLLM) -> None:
     with EmbeddedPostgres(tmp_path / "pg") as pg:
         migrate(pg.url, {"embedding_dim": 768})
-        with pytest.raises(RuntimeError):
-            start_gateway(tmp_path / "gw", catalog_for(fake_llm.port), APPLIANCE_DATABASE_URL=pg.url)
-        log = (tmp_path / "gw" / "gateway.log").read_text()
-        assert "768-dim embeddings" in log and "384" in log
+        (tmp_path / "catalog.toml").write_text(catalog_for(fake_llm.port))
+        # Not start_gateway(): Granian may bind the port before start-up fails, so waiting for
+        # the port races with the exit. The process must end, non-zero, saying why.
+        log = tmp_path / "gateway.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "appliance", "serve", "--port", str(procs.free_port()),
+                 "--config", str(tmp_path / "catalog.toml")], cwd=procs.ROOT, stdout=out, stderr=subprocess.STDOUT,
+                env=procs.child_env(APPLIANCE_STATE_DIR=str(tmp_path / "state"), APPLIANCE_DATABASE_URL=pg.url))
+            try:
+                assert proc.wait(90) != 0
+            finally:
+                procs.stop(proc)
+        text = log.read_text()
+        assert "768-dim embeddings" in text and "384" in text
 
 
 def test_ingest_command_is_idempotent(tmp_path: Path, migrated_pg: str, workspace: str) -> None:

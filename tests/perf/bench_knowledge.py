@@ -1,13 +1,27 @@
-"""Knowledge benchmark: embedding and ingest throughput, search latency at 100,000 chunks,
-and HNSW recall@10 against exact search for several ef_search values.
+"""Knowledge benchmark: ingest throughput, search latency at N chunks, HNSW recall@10.
 
-    python -m tests.perf.bench_knowledge [--chunks 100000] [--queries 200] [--cache DIR]
+    python tests/perf/bench_knowledge.py [--chunks 100000] [--queries 200] [--ef 40,64,100,200]
+                                         [--ingest-docs 30] [--database-url URL]
 
-The corpus is generated (sentences of words drawn from the embedder's vocabulary, with a
-topic word shared by neighbours) and embedded with the real in-process model; embeddings are
-cached under --cache so a re-run skips the ~4 minutes that takes. Search is timed through
-KnowledgeService, as the API runs it: query embedding, SQL, fusion, rerank. Bars (issue 3):
-hybrid p50 < 25 ms, hybrid + rerank(top 20) p50 < 80 ms, recall@10 >= 0.95.
+What is real and what is synthetic:
+- ingest: the real path (chunker on the model's tokenizer, in-process ONNX embeddings,
+  one transaction per document) over generated ~1,000-word documents -> chunks/s.
+- the N-chunk corpus: generated text (words drawn Zipf-like from the tokenizer's
+  vocabulary, ~150 words = ~200 tokens per chunk, so full-text search meets common and rare
+  terms), bulk-loaded with binary COPY and indexed afterwards with the migration's HNSW
+  definition. Vectors: *synthetic* by default (a mixture of 1,000 Gaussian clusters on the
+  unit sphere), or with --real-vectors the real model's embeddings of each chunk's first 32
+  words (cached; embedding all 200 tokens of 100k chunks would take ~20 min of both cores).
+- latency: `KnowledgeService.search` in process, as RAG chat calls it: the query embedded by
+  the real model, HNSW + full text on PostgreSQL, MaxSim on the top 20 from token vectors
+  stored at ingest (synthetic ones for the corpus; the query's are real), and for contrast
+  the reranker encoding the 20 candidates' text at query time.
+- recall@10: held-out vectors of the same distribution (synthetic, or real embeddings of
+  other generated text), HNSW (with the store's session settings) against an exact
+  sequential scan, for each ef_search.
+
+Starts its own embedded PostgreSQL in a temporary directory unless --database-url is given
+(that database must be empty or hold only this benchmark's workspaces).
 """
 
 from __future__ import annotations
@@ -15,155 +29,292 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import random
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
 
-from appliance.config import load_settings
+from appliance.config import KnowledgeSettings, Settings
 from appliance.db.migrate import migrate
 from appliance.embedded.postgres import EmbeddedPostgres
 from appliance.inference.wiring import Inference
 from appliance.rag.wiring import build_knowledge
 
 WS = "bench"
+DIM = 384
+HNSW = ("CREATE INDEX document_chunks_embedding_hnsw ON document_chunks"
+        " USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
 
 
-def corpus(n: int, vocab: list[str], seed: int = 7) -> list[str]:
-    rng = random.Random(seed)
-    topics = rng.sample(vocab, 500)
-    out = []
-    for i in range(n):
-        topic = topics[(i // 20) % len(topics)]
-        words = [rng.choice(vocab) for _ in range(rng.randint(18, 40))]
-        words.insert(rng.randrange(len(words)), topic)
-        out.append(" ".join(words).capitalize() + ".")
+def vocabulary() -> list[str]:
+    """Whole words from the embedding model's own tokenizer vocabulary, in a fixed shuffle."""
+    vocab: dict[str, int] = Inference(Settings()).loader.tokenizer.get_vocab()
+    words = sorted((w for w in vocab if w.isalpha() and w.isascii() and len(w) >= 4), key=vocab.__getitem__)
+    rng = np.random.default_rng(7)
+    return [words[i] for i in rng.permutation(len(words))]
+
+
+class Text:
+    """Word salad with a Zipf-like word distribution (rank r has weight 1/(r+10))."""
+
+    def __init__(self, seed: int) -> None:
+        self.words = np.array(vocabulary(), dtype=object)
+        weights = 1.0 / (np.arange(len(self.words)) + 10.0)
+        self.p = weights / weights.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def sentence(self, n: int) -> str:
+        return " ".join(self.rng.choice(self.words, size=n, p=self.p)).capitalize() + "."
+
+    def passages(self, count: int, words: int) -> list[str]:
+        """`count` passages of `words` words in sentences of 8-19 words (drawn in bulk)."""
+        drawn = self.rng.choice(self.words, size=(count, words), p=self.p)
+        cuts = np.cumsum(self.rng.integers(8, 20, size=words))
+        out = []
+        for row in drawn:
+            parts, start = [], 0
+            for end in cuts:
+                if start >= words:
+                    break
+                parts.append(" ".join(row[start:end]).capitalize() + ".")
+                start = int(end)
+            out.append(" ".join(parts))
+        return out
+
+    def document(self, words: int) -> str:
+        sections = self.passages((words + 119) // 120, 120)
+        return "\n\n".join(f"## Section {i}\n\n{p}" for i, p in enumerate(sections, start=1))
+
+
+def synthetic_vectors(n: int, seed: int, clusters: int = 1000, spread: float = 1.0) -> np.ndarray:
+    """Unit vectors around `clusters` random centres; at spread 1.0 a point's cosine to its
+    centre is ~0.7 and to a sibling ~0.5, so the 10 nearest are close calls for HNSW."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(1).standard_normal((clusters, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    picks = rng.integers(0, clusters, size=n)
+    vectors = centres[picks] + spread * rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def real_vectors(inference: Inference, texts: list[str], cache: Path, row: Callable[[str], None]) -> np.ndarray:
+    """Real embeddings of each chunk's first 32 words (all 150 would take ~20 min), cached."""
+    heads = [" ".join(t.split()[:32]) for t in texts]
+    key = hashlib.sha256(("\n".join(heads[:50]) + str(len(heads))).encode()).hexdigest()[:16]
+    path = cache / f"bench-knowledge-{key}.npy"
+    if path.exists():
+        return np.asarray(np.load(path), dtype=np.float32)
+    out = np.zeros((len(heads), DIM), dtype=np.float32)
+    started = time.perf_counter()
+    for i in range(0, len(heads), 256):
+        out[i:i + 256] = await inference.embedder.embed(heads[i:i + 256])
+        if (i // 256) % 40 == 39:
+            row(f"  embedded {i + 256} ({(i + 256) / (time.perf_counter() - started):.0f}/s)")
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
     return out
 
 
-async def embed_all(inference: Inference, texts: list[str], cache: Path) -> np.ndarray:
-    key = hashlib.sha256(("\n".join(texts[:50]) + str(len(texts))).encode()).hexdigest()[:16]
-    path = cache / f"emb-{key}.npy"
-    if path.exists():
-        return np.load(path)
-    vectors: list[list[float]] = []
-    started = time.perf_counter()
-    for i in range(0, len(texts), 256):
-        vectors.extend(await inference.embedder.embed(texts[i:i + 256]))
-        if i and i % 10240 == 0:
-            rate = i / (time.perf_counter() - started)
-            print(f"  embedded {i}/{len(texts)} ({rate:.0f}/s)", flush=True)
-    arr = np.asarray(vectors, dtype=np.float32)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, arr)
-    return arr
-
-
-def load(url: str, texts: list[str], vectors: np.ndarray) -> float:
-    started = time.perf_counter()
+def load_corpus(url: str, texts: list[str], vectors: np.ndarray, row: Callable[[str], None],
+                token_vectors: bool) -> None:
+    """n chunks in workspace WS (10 per document), bulk: drop the HNSW index, COPY, re-index.
+    With `token_vectors`, each chunk also gets 200 synthetic int8 token vectors (77 kB, from a
+    pool of 256 random ones: only their size matters for latency), in an UNLOGGED table."""
+    n = len(texts)
+    docs = (n + 9) // 10
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DELETE FROM documents WHERE workspace = %s", (WS,))
-        conn.execute("DROP INDEX IF EXISTS document_chunks_embedding_hnsw")
-        with conn.cursor().copy("COPY documents (workspace, document_id, content_hash, chunk_count, chars) FROM STDIN") as cp:
-            for d in range(0, len(texts), 10):
-                cp.write_row((WS, f"doc-{d // 10}", "x", 10, 0))
-        with conn.cursor().copy("COPY document_chunks (workspace, document_id, chunk_index, content, content_hash,"
-                                " embedding) FROM STDIN") as cp:
-            for i, (text, vec) in enumerate(zip(texts, vectors, strict=True)):
-                cp.write_row((WS, f"doc-{i // 10}", i % 10, text, "x", "[" + ",".join(f"{x:.6f}" for x in vec) + "]"))
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        conn.execute("CREATE INDEX document_chunks_embedding_hnsw ON document_chunks"
-                     " USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
-        conn.execute("ANALYZE document_chunks")
-    return time.perf_counter() - started
-
-
-def recall(url: str, queries: np.ndarray, ef: int) -> tuple[float, float]:
-    hits, lat = 0, []
-    with psycopg.connect(url, autocommit=True) as conn:
-        from pgvector.psycopg import register_vector
         register_vector(conn)
-        for q in queries:
-            conn.execute("SET enable_indexscan = off; SET enable_bitmapscan = off")
-            exact = {r[0] for r in conn.execute(
-                "SELECT id FROM document_chunks WHERE workspace = %s ORDER BY embedding <=> %s LIMIT 10", (WS, q))}
-            conn.execute(f"SET enable_indexscan = on; SET hnsw.ef_search = {ef}; SET hnsw.iterative_scan = relaxed_order")
-            t = time.perf_counter()
-            approx = {r[0] for r in conn.execute(
-                "SELECT id FROM document_chunks WHERE workspace = %s ORDER BY embedding <=> %s LIMIT 10", (WS, q))}
-            lat.append((time.perf_counter() - t) * 1000)
-            hits += len(exact & approx)
-    return hits / (10 * len(queries)), statistics.median(lat)
+        conn.execute("DROP INDEX IF EXISTS document_chunks_embedding_hnsw")
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            with cur.copy("COPY documents (workspace, document_id, content_hash, metadata, chunk_count, chars)"
+                          " FROM STDIN") as copy:
+                for d in range(docs):
+                    copy.write_row((WS, f"doc-{d:06d}", "x", "{}", min(10, n - d * 10), 0))
+            with cur.copy("COPY document_chunks (workspace, document_id, chunk_index, content, content_hash,"
+                          " metadata, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "text", "int4", "text", "text", "jsonb", "vector"])
+                for i, content in enumerate(texts):
+                    copy.write_row((WS, f"doc-{i // 10:06d}", i % 10, content,
+                                    hashlib.sha256(content.encode()).hexdigest(), Jsonb({}), vectors[i]))
+                    if (i + 1) % 20000 == 0:
+                        row(f"  loaded {i + 1} chunks ({time.perf_counter() - started:.0f} s)")
+        row(f"  COPY of {n} chunks (with tsvector): {time.perf_counter() - started:.1f} s")
+        if token_vectors:
+            started = time.perf_counter()
+            rng = np.random.default_rng(5)
+            pool = [rng.integers(-127, 128, size=200 * DIM, dtype=np.int8).tobytes() for _ in range(256)]
+            conn.execute("ALTER TABLE chunk_token_vectors SET UNLOGGED")
+            with conn.cursor() as cur, cur.copy(
+                    "COPY chunk_token_vectors (workspace, document_id, chunk_index, vectors)"
+                    " FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "text", "int4", "bytea"])
+                for i in range(n):
+                    copy.write_row((WS, f"doc-{i // 10:06d}", i % 10, pool[i % 256]))
+            row(f"  COPY of {n} token-vector rows ({n * 200 * DIM / 1e9:.1f} GB): {time.perf_counter() - started:.1f} s")
+        started = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute(HNSW)
+        conn.execute("ANALYZE document_chunks")
+        row(f"  HNSW index build (m=16, ef_construction=64): {time.perf_counter() - started:.1f} s")
 
 
-def pct(values: list[float], p: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(len(values) * p))]
-
-
-async def main_async(args: argparse.Namespace) -> None:
-    work = Path(tempfile.mkdtemp(prefix="bench-kn-"))
-    settings = load_settings(state_dir=work)
-    inference = Inference(settings)
-    await inference.start()
-    vocab = [w for w in inference.loader.tokenizer.get_vocab() if w.isalpha() and len(w) >= 4]
-    rows: list[tuple[str, str]] = []
-
-    batch = corpus(32 * 20, vocab, seed=1)
-    t = time.perf_counter()
-    for i in range(0, len(batch), 32):
-        await inference.embedder.embed(batch[i:i + 32])
-    rows.append(("embedding throughput (batch 32)", f"{len(batch) / (time.perf_counter() - t):.0f} texts/s"))
-
-    with EmbeddedPostgres(work / "pg", delete_on_stop=True) as pg:
-        migrate(pg.url, {"embedding_dim": inference.embedder.dimensions})
-        settings = settings.model_copy(update={"database_url": pg.url})
-        service, store = build_knowledge(settings, inference.embedder, inference.reranker)
-        await store.open()
-        docs = [" ".join(corpus(12, vocab, seed=100 + d)) for d in range(60)]
-        t = time.perf_counter()
-        chunks = 0
-        for d, text in enumerate(docs):
-            chunks += (await service.put_document("ingest", f"d{d}", text)).chunks
-        rows.append(("ingest throughput (chunk, embed, store)", f"{chunks / (time.perf_counter() - t):.0f} chunks/s"))
-
-        texts = corpus(args.chunks, vocab)
-        vectors = await embed_all(inference, texts, Path(args.cache))
-        rows.append((f"bulk load + HNSW build, {args.chunks} chunks", f"{load(pg.url, texts, vectors):.0f} s"))
-
-        rng = random.Random(3)
-        queries = [" ".join(rng.sample(t.rstrip(".").split(), 6)) for t in rng.sample(texts, args.queries)]
-        for label, kw in (("dense", {"mode": "dense"}), ("text", {"mode": "text"}), ("hybrid", {"mode": "hybrid"}),
-                          ("hybrid + rerank top 20", {"mode": "hybrid", "rerank": True})):
-            lat = []
-            for q in queries:
+def recall(url: str, queries: np.ndarray, efs: Sequence[int], k: int = 10) -> dict[int, tuple[float, float]]:
+    """ef_search -> (recall@k against exact, p50 ms of the SQL alone)."""
+    sql = ("SELECT id FROM document_chunks WHERE workspace = %s ORDER BY embedding <=> %s LIMIT %s")
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("SET enable_indexscan = off")
+        exact = [{r[0] for r in conn.execute(sql, (WS, q, k))} for q in queries]
+        conn.execute("SET enable_indexscan = on")
+        conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        out: dict[int, tuple[float, float]] = {}
+        for ef in efs:
+            conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+            found, times = 0, []
+            for q, truth in zip(queries, exact, strict=True):
                 t = time.perf_counter()
-                await service.search(WS, q, top_k=10, **kw)  # type: ignore[arg-type]
-                lat.append((time.perf_counter() - t) * 1000)
-            rows.append((f"search {label}: p50 / p99", f"{statistics.median(lat):.1f} / {pct(lat, 0.99):.1f} ms"))
-        await store.close()
+                got = {r[0] for r in conn.execute(sql, (WS, q, k))}
+                times.append((time.perf_counter() - t) * 1000)
+                found += len(got & truth)
+            out[ef] = (found / (k * len(queries)), statistics.median(times))
+    return out
 
-        qvecs = np.asarray(await inference.embedder.embed(queries[:100]), dtype=np.float32)
-        for ef in (40, 100, 200):
-            r, med = recall(pg.url, qvecs, ef)
-            rows.append((f"HNSW recall@10, ef_search={ef} (SQL p50)", f"{r:.3f} ({med:.1f} ms)"))
-    await inference.close()
-    print(f"\nknowledge benchmark: {args.chunks} chunks, {args.queries} queries, embedder "
-          f"{inference.loader.files.model_id}\n")
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v}")
+
+async def timed(n: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
+    for i in range(min(5, n)):
+        await call(-1 - i)  # warm-up
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        await call(i)
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+async def run(args: argparse.Namespace, url: str) -> None:
+    row = print
+    migrate(url, {"embedding_dim": DIM})
+    text = Text(seed=3)
+    efs = [int(x) for x in args.ef.split(",")]
+    knowledge = KnowledgeSettings(hnsw_ef_search=args.ef_search)
+    settings = Settings(database_url=url, knowledge=knowledge)
+    inference = Inference(settings)
+    service, store = build_knowledge(settings, inference.embedder, inference.reranker)
+    await store.open()
+    try:
+        # 1. ingest, the real path, with and without token vectors for rerank
+        docs = [text.document(1000) for _ in range(args.ingest_docs)]
+        await service.put_document("warmup", "w", docs[0])
+        plain_service, _ = build_knowledge(settings.model_copy(update={"knowledge": knowledge.model_copy(
+            update={"rerank_token_vectors": False})}), inference.embedder, inference.reranker)
+        plain_service.store = store
+        ingest: dict[str, float] = {}
+        for name, svc in (("with token vectors", service), ("without token vectors", plain_service)):
+            started = time.perf_counter()
+            chunks = 0
+            for i, doc in enumerate(docs):
+                chunks += (await svc.put_document(f"ingest-{len(ingest)}", f"doc-{i}", doc)).chunks
+            ingest[name] = chunks / (time.perf_counter() - started)
+            row(f"ingest {name}: {args.ingest_docs} documents, {chunks} chunks, {ingest[name]:.1f} chunks/s")
+        started = time.perf_counter()
+        for i, doc in enumerate(docs):
+            await service.put_document("ingest-0", f"doc-{i}", doc)
+        unchanged_ms = (time.perf_counter() - started) * 1000 / len(docs)
+
+        # 2. the corpus
+        texts = text.passages(args.chunks, 150)
+        qtext = Text(seed=11)
+        queries = [qtext.sentence(int(qtext.rng.integers(3, 9))) for _ in range(args.queries + 10)]
+        if args.real_vectors:
+            row(f"embedding {args.chunks} chunk heads (cached in {args.cache}) ...")
+            vectors = await real_vectors(inference, texts, Path(args.cache), row)
+            # held out: other chunk heads of the same generator, embedded for real
+            held_out = np.asarray(await inference.embedder.embed(
+                [" ".join(t.split()[:32]) for t in Text(seed=13).passages(args.recall_queries, 32)]), dtype=np.float32)
+        else:
+            vectors = synthetic_vectors(args.chunks, seed=2)
+            held_out = synthetic_vectors(args.recall_queries, seed=99)
+        row(f"loading {args.chunks} chunks into workspace '{WS}' ...")
+        load_corpus(url, texts, vectors, row, args.token_vectors)
+
+        # 3. recall@10 and SQL latency per ef_search
+        rec = recall(url, held_out, efs)
+
+        # 4. service latency, as RAG chat sees it
+
+        def search(mode: str, rerank: bool) -> Callable[[int], Awaitable[object]]:
+            return lambda i: service.search(WS, queries[i], top_k=10, mode=mode, rerank=rerank)  # type: ignore[arg-type]
+        lat = {
+            "dense": await timed(args.queries, search("dense", False)),
+            "text": await timed(args.queries, search("text", False)),
+            "hybrid": await timed(args.queries, search("hybrid", False)),
+            "hybrid + rerank top 20": await timed(args.queries, search("hybrid", True)),
+        }
+        if args.live_rerank_queries:
+            lat["hybrid + rerank top 20, encoding candidates live"] = await timed(
+                args.live_rerank_queries,
+                lambda i: plain_service.search(WS, queries[i], top_k=10, mode="hybrid", rerank=True))
+    finally:
+        await store.close()
+        await inference.close()
+
+    print()
+    print(f"| measure (at {args.chunks:,} chunks, ef_search={args.ef_search}) | p50 | p99 |")
+    print("|---|---:|---:|")
+    for name, times in lat.items():
+        print(f"| search {name}, top 10 (ms) | {statistics.median(times):.1f} | {pct(times, 99):.1f} |")
+    print()
+    print("| measure | value |")
+    print("|---|---:|")
+    for name, rate in ingest.items():
+        print(f"| ingest {name}, real path (chunks/s) | {rate:.1f} |")
+    print(f"| re-ingest of an unchanged document (ms) | {unchanged_ms:.1f} |")
+    for ef, (r, ms) in rec.items():
+        print(f"| HNSW recall@10, ef_search={ef} (SQL p50 {ms:.1f} ms) | {r:.3f} |")
+    kind = "real MiniLM embeddings of each chunk's first 32 words" if args.real_vectors else "synthetic clustered vectors"
+    print(f"({args.queries} queries per mode, {args.recall_queries} for recall; corpus vectors: {kind})")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--recall-queries", type=int, default=100)
+    parser.add_argument("--ef", default="40,64,100,200", help="ef_search values for the recall table")
+    parser.add_argument("--ef-search", type=int, default=KnowledgeSettings().hnsw_ef_search,
+                        help="the store's ef_search for the latency table")
+    parser.add_argument("--ingest-docs", type=int, default=30, help="~1,000-word documents for the ingest rate")
+    parser.add_argument("--live-rerank-queries", type=int, default=20,
+                        help="queries for the rerank that encodes candidates at query time (slow)")
+    parser.add_argument("--no-token-vectors", dest="token_vectors", action="store_false",
+                        help="do not load the 7.7 GB of token vectors for 100k chunks")
+    parser.add_argument("--real-vectors", action="store_true",
+                        help="embed each chunk's first 32 words for real (~4 min per 100k idle; cached)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "appliance-bench"))
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--database-url", help="an existing database (default: an embedded one in a tmp dir)")
+    args = parser.parse_args()
+    if args.database_url:
+        asyncio.run(run(args, args.database_url))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-knowledge-") as tmp, \
+            EmbeddedPostgres(Path(tmp) / "pg", delete_on_stop=True) as pg:
+        asyncio.run(run(args, pg.url))
 
 
 if __name__ == "__main__":
