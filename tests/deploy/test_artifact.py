@@ -7,13 +7,9 @@ goes into it, under /var/cache/appliance-test (or the temp dir when that is not 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 import zipfile
@@ -25,43 +21,6 @@ from tests import procs
 from tests.deploy.conftest import REPO
 
 pytestmark = pytest.mark.slow
-
-SYSTEM_PYTHON = Path("/usr/bin/python3")
-
-
-def source_hash() -> str:
-    digest = hashlib.sha256()
-    files = [REPO / "pyproject.toml", REPO / "packaging/build.sh",
-             *sorted((REPO / "appliance").rglob("*.py")), *sorted((REPO / "sql").glob("*.sql"))]
-    for path in files:
-        digest.update(str(path.relative_to(REPO)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def cache_root() -> Path:
-    for candidate in (Path("/var/cache/appliance-test"), Path(tempfile.gettempdir()) / "appliance-test"):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(candidate, os.W_OK):
-            return candidate
-    raise RuntimeError("no writable cache directory")
-
-
-@pytest.fixture(scope="session")
-def artifact() -> Path:
-    if not SYSTEM_PYTHON.is_file():
-        pytest.skip("no system /usr/bin/python3 to run the artifact with")
-    out = cache_root() / f"artifact-{source_hash()}"
-    path = out / "appliance"
-    if not path.is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        proc = subprocess.run(["nice", "-n", "10", str(REPO / "packaging/build.sh"), "--out", str(out)],
-                              capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0 and path.is_file(), proc.stdout + proc.stderr
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import REPO
-from tests.deploy.test_artifact import artifact  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
@@ -98,7 +97,7 @@ class Container:
 
 
 @pytest.fixture(scope="module")
-def container(artifact: Path) -> Iterator[Container]:  # noqa: F811
+def container(artifact: Path) -> Iterator[Container]:
     reason = _unavailable()
     if reason:
         pytest.skip(reason)
