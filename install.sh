@@ -226,6 +226,11 @@ install_app() {
     [ -f "$ARTIFACT" ] || die "no artifact at $ARTIFACT: run packaging/build.sh or pass --artifact"
     make_dir 0755 /opt/appliance/bin
     put file 0755 "$ARTIFACT" /opt/appliance/bin/appliance
+    # Every appliance process loads the catalog named by APPLIANCE_CONFIG in appliance.env.
+    put config 0640 "$SRC/packaging/config/catalog.toml" /etc/appliance/catalog.toml
+    if [ -z "$ROOT" ] && [ "$DRY" = 0 ]; then
+        chgrp "$SERVICE_USER" "$ROOT/etc/appliance/catalog.toml"
+    fi
 }
 
 install_quadlets() {
@@ -261,10 +266,6 @@ role_desktop() {
     install_quadlets appliance-nats.container appliance-nats.volume
     config_dirs nats
     install_configs nats/nats.conf
-    put config 0640 "$SRC/packaging/config/catalog.toml" /etc/appliance/catalog.toml
-    if [ -z "$ROOT" ] && [ "$DRY" = 0 ]; then
-        chgrp "$SERVICE_USER" "$ROOT/etc/appliance/catalog.toml"
-    fi
 }
 
 role_compute() {

@@ -21,7 +21,7 @@ COMMON = {
     "/etc", "/etc/appliance", "/etc/appliance/appliance.env", "/etc/credstore",
     "/etc/systemd", "/etc/systemd/system",
 }
-APP = {"/opt/appliance/bin", "/opt/appliance/bin/appliance"}
+APP = {"/opt/appliance/bin", "/opt/appliance/bin/appliance", "/etc/appliance/catalog.toml"}
 CONTAINERS = {"/etc/containers", "/etc/containers/systemd"}
 ROLE_FILES = {
     "desktop": APP | CONTAINERS | {
@@ -31,7 +31,6 @@ ROLE_FILES = {
         "/etc/containers/systemd/appliance-nats.container",
         "/etc/containers/systemd/appliance-nats.volume",
         "/etc/appliance/nats", "/etc/appliance/nats/nats.conf",
-        "/etc/appliance/catalog.toml",
     },
     "compute": APP | CONTAINERS | {
         "/etc/systemd/system/appliance-migrate.service",
