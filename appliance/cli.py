@@ -73,6 +73,12 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", "-w", required=True, help="workspace to put the documents in")
 
 
+def cmd_persist(args: argparse.Namespace) -> int:
+    from appliance.events.persister import run
+
+    return run(_settings(args))
+
+
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -97,6 +103,7 @@ COMMANDS: list[Command] = [
     ("check-config", "validate settings and the catalog, then exit", _no_args, cmd_check_config),
     ("migrate", "apply the missing sql/ migrations (APPLIANCE_DATABASE_URL or the embedded server)", _no_args, cmd_migrate),
     ("ingest", "chunk, embed and store files into a workspace", _add_ingest, cmd_ingest),
+    ("persist", "consume PIPELINE events from NATS into PostgreSQL", _no_args, cmd_persist),
     ("up", "everything on this machine: embedded PostgreSQL, local LLM (if installed), gateway", _add_serve, cmd_up),
 ]
 

@@ -141,6 +141,9 @@ class EventSettings(_Strict):
     spool_fsync: Literal["always", "batch", "never"] = "batch"
     publish_timeout_s: Annotated[float, Field(gt=0)] = 2.0
     duplicate_window_s: Annotated[int, Field(gt=0)] = 7200
+    persister_batch: Annotated[int, Field(ge=1, le=10_000)] = 500
+    persister_max_deliveries: Annotated[int, Field(ge=1)] = 5
+    persister_listen: str = "127.0.0.1:9102"
 
 
 class InferenceSettings(_Strict):

@@ -24,6 +24,7 @@ from appliance.domain.models import ModelDirectory
 from appliance.domain.ports import ChatBackend, Embedder, Reranker
 from appliance.domain.records import FanoutRecorder, Recorder
 from appliance.domain.routing import ModelEntry, ModelRouter, RouteRule
+from appliance.events.wiring import add_events
 from appliance.inference.wiring import add_inference
 from appliance.rag.wiring import add_knowledge
 
@@ -100,4 +101,5 @@ def build_services(settings: Settings) -> Services:
     services.closers.append(pool.close)
     add_inference(services)
     add_knowledge(services)
+    add_events(services)
     return services

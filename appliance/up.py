@@ -1,23 +1,28 @@
 """`appliance up`: everything on one machine, for a newcomer, a laptop or CI.
 
 A clear sequence of steps, each started in order and stopped in reverse on exit (Ctrl-C):
-embedded PostgreSQL + pgvector (migrated), the optional local LLM, then the gateway in the
-foreground. Later roles (NATS, the persister) join as further steps.
+embedded PostgreSQL + pgvector (migrated), embedded NATS JetStream and the persister, the
+optional local LLM, then the gateway in the foreground.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from appliance import logs
 from appliance.config import Settings
 from appliance.db.migrate import migrate, migrations_dir
+from appliance.embedded.nats import EmbeddedNats
 from appliance.embedded.postgres import EmbeddedPostgres
 from appliance.inference.local_llm import start_local_llm
 from appliance.rag.ingest import embedding_dim
-from appliance.server import serve
+from appliance.server import serve, worker_env
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,45 @@ def apply_migrations(settings: Settings) -> None:
         _say(f"migrations  {len(applied)} applied" if applied else "migrations  up to date")
 
 
+def start_nats(settings: Settings, stack: contextlib.ExitStack) -> Settings:
+    if settings.nats_url:
+        _say(f"nats        {settings.nats_url} (APPLIANCE_NATS_URL)")
+        return settings
+    port = 4222 if _port_free(4222) else 0
+    server = EmbeddedNats(settings.state_dir / "nats", port=port)
+    url = server.start()
+    stack.callback(server.stop)
+    _say(f"nats        embedded JetStream at {url}, store in {server.store_dir}")
+    return settings.model_copy(update={"nats_url": url})
+
+
+def start_persister(settings: Settings, stack: contextlib.ExitStack) -> None:
+    """The persister as a child process: its own event loop, its own crash domain."""
+    env = {**os.environ, **worker_env(settings), "PYTHONUNBUFFERED": "1"}
+    log_file = open(settings.state_dir / "persister.log", "ab")  # noqa: SIM115 - closed by the stack
+    stack.callback(log_file.close)
+    child = subprocess.Popen([sys.executable, "-m", "appliance", "persist"], env=env, stdout=log_file,
+                             stderr=subprocess.STDOUT)
+
+    def stop() -> None:
+        child.terminate()
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    stack.callback(stop)
+    _say(f"persister   events -> postgresql, log in {settings.state_dir / 'persister.log'}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def start_llm(settings: Settings, stack: contextlib.ExitStack) -> Settings:
     server, settings, line = start_local_llm(settings, log_file=settings.state_dir / "local-llm.log")
     if server is not None:
@@ -66,6 +110,9 @@ def run(settings: Settings) -> int:
     with contextlib.ExitStack() as stack:
         settings = start_postgres(settings, stack)
         apply_migrations(settings)
+        if settings.events.enabled:
+            settings = start_nats(settings, stack)
+            start_persister(settings, stack)
         settings = start_llm(settings, stack)
         models = ", ".join(m.id for m in settings.catalog.models) or "none in the catalog"
         _say(f"gateway     http://{settings.host}:{settings.port}/v1  (models: {models})")

@@ -6,6 +6,8 @@ Every fixture binds free ports and uses temporary directories, so parallel runs 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,15 @@ from typing import Any
 import pytest
 
 from tests import procs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each run gets its own base temp directory, not the shared /tmp/pytest-of-<user>: a
+    concurrent pytest run resets that one to mode 0700, and the embedded PostgreSQL (which
+    runs as its own `pgserver` user when we are root) then cannot reach its data directory."""
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="appliance-tests-")
+        config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
 
 
 class FakeLLM:
@@ -71,6 +82,18 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2, the default model
+
+
+@pytest.fixture(scope="session")
+def migrated_pg(pg_url: str) -> str:
+    """The session's PostgreSQL with every migration applied."""
+    from appliance.db.migrate import migrate
+
+    migrate(pg_url, {"embedding_dim": EMBEDDING_DIM})
+    return pg_url
 
 
 @pytest.fixture

@@ -121,22 +121,17 @@ class FanoutRecorder:
         self.recorders = recorders
 
     def chat(self, outcome: ChatOutcome) -> None:
-        for recorder in self.recorders:
-            try:
-                recorder.chat(outcome)
-            except Exception:  # a recorder must never break a response
-                logging.getLogger(__name__).exception("recorder failed")
+        self._each("chat", outcome)
 
     def embedding(self, outcome: EmbeddingOutcome) -> None:
-        for recorder in self.recorders:
-            try:
-                recorder.embedding(outcome)
-            except Exception:
-                logging.getLogger(__name__).exception("recorder failed")
+        self._each("embedding", outcome)
 
     def retrieval(self, outcome: RetrievalOutcome) -> None:
+        self._each("retrieval", outcome)
+
+    def _each(self, kind: str, outcome: object) -> None:
         for recorder in self.recorders:
             try:
-                recorder.retrieval(outcome)
-            except Exception:
-                logging.getLogger(__name__).exception("recorder failed")
+                getattr(recorder, kind)(outcome)
+            except Exception:  # a recorder must never break a response
+                logging.getLogger(__name__).exception("recorder failed", extra={"recorder": type(recorder).__name__})

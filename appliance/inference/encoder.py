@@ -82,13 +82,22 @@ class TextEncoder:
         cls_id = self.tokenizer.raw.token_to_id("[CLS]")
         sep_id = self.tokenizer.raw.token_to_id("[SEP]")
         states = np.zeros((len(ids), self.dimensions), dtype=np.float32)
-        for start in range(0, len(ids), window):
-            piece = ids[start:start + window]
-            row = ([cls_id] if cls_id is not None else []) + piece + ([sep_id] if sep_id is not None else [])
-            input_ids = np.array([row], dtype=np.int64)
-            hidden = self.session.run(input_ids, np.ones_like(input_ids), np.zeros_like(input_ids))[0]
-            lead = 1 if cls_id is not None else 0
-            states[start:start + len(piece)] = hidden[lead:lead + len(piece)]
+        lead = 1 if cls_id is not None else 0
+        starts_of = list(range(0, len(ids), window))
+        for first in range(0, len(starts_of), self.batch_size):
+            group = starts_of[first:first + self.batch_size]
+            rows = [([cls_id] if cls_id is not None else []) + ids[st:st + window]
+                    + ([sep_id] if sep_id is not None else []) for st in group]
+            width = max(len(r) for r in rows)
+            input_ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros_like(input_ids)
+            for r, row in enumerate(rows):
+                input_ids[r, :len(row)] = row
+                mask[r, :len(row)] = 1
+            hidden = self.session.run(input_ids, mask, np.zeros_like(input_ids))
+            for r, st in enumerate(group):
+                n = min(window, len(ids) - st)
+                states[st:st + n] = hidden[r, lead:lead + n]
         starts = np.array([o[0] for o in offsets], dtype=np.int64)
         ends = np.array([o[1] for o in offsets], dtype=np.int64)
         out = np.zeros((len(spans), self.dimensions), dtype=np.float32)

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class InferenceBusy(DependencyUnavailable):
+    """The model queue is full: retry later (HTTP 503, gRPC RESOURCE_EXHAUSTED)."""
+
+
 class BoundedExecutor:
     def __init__(self, workers: int = 1, queue_max: int = 256, name: str = "inference") -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
@@ -39,7 +43,7 @@ class BoundedExecutor:
             if self._pending >= self._queue_max:
                 self.rejected += 1
                 log.warning("inference queue full (%d calls); refusing", self._queue_max)
-                raise DependencyUnavailable("inference queue is full, retry later")
+                raise InferenceBusy("inference queue is full, retry later")
             self._pending += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn)

@@ -14,6 +14,7 @@ import numpy as np
 
 from appliance.config import InferenceSettings
 from appliance.domain.errors import DependencyUnavailable
+from appliance.inference.executor import InferenceBusy
 from appliance.inference.gen import inference_pb2 as pb
 from appliance.inference.gen import inference_pb2_grpc as pb_grpc
 from appliance.inference.local import LocalModels
@@ -49,8 +50,11 @@ class Limits:
 async def _guarded(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
-    except DependencyUnavailable as exc:
+    except InferenceBusy as exc:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message)
+        raise  # pragma: no cover
+    except DependencyUnavailable as exc:  # the model itself failed
+        await context.abort(grpc.StatusCode.INTERNAL, exc.message)
         raise  # pragma: no cover
 
 

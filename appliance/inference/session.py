@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from appliance.domain.errors import DependencyUnavailable
+
 log = logging.getLogger(__name__)
 
 _PROBE_LEN = 8
@@ -56,7 +58,11 @@ class EncoderSession:
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = (token_type_ids if token_type_ids is not None
                                        else np.zeros_like(input_ids))
-        out = self._session.run([self.output_name], feeds)[0]
+        try:
+            out = self._session.run([self.output_name], feeds)[0]
+        except Exception as exc:  # onnxruntime's own error classes, not importable as a stable API
+            raise DependencyUnavailable(f"the in-process model {self.path.name} failed: "
+                                        f"{str(exc).splitlines()[0][:200]}") from exc
         return np.asarray(out, dtype=np.float32)
 
     def probe(self) -> int:

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +27,14 @@ def test_up_starts_postgres_and_the_gateway_and_ctrl_c_stops_both(tmp_path: Path
             assert resp.status == 200 and ready["status"] == "ready"
             pid_file = tmp_path / "state" / "postgres" / "postmaster.pid"
             assert pid_file.exists()
+            assert ready["dependencies"]["postgres"]["ok"] is True
+            # A chat's events travel NATS -> persister -> PostgreSQL.
+            wait = time.monotonic() + 30
+            while not ready["dependencies"]["nats"]["ok"] and time.monotonic() < wait:
+                time.sleep(0.2)
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:
+                    ready = json.loads(resp.read())
+            assert ready["dependencies"]["nats"]["ok"] is True
             proc.send_signal(signal.SIGINT)
             assert proc.wait(60) == 0
         finally:
@@ -33,6 +42,8 @@ def test_up_starts_postgres_and_the_gateway_and_ctrl_c_stops_both(tmp_path: Path
     text = log.read_text()
     said = [line for line in text.splitlines() if line.startswith("appliance up:")]
     assert any("postgresql  embedded" in line for line in said)
+    assert any("nats        embedded JetStream" in line for line in said)
+    assert any(line.startswith("appliance up: persister") for line in said)
     assert any(f"gateway     http://127.0.0.1:{port}/v1" in line for line in said)
     # With the optional local LLM installed it joins the catalog; without, one line says how.
     assert any("smollm2-135m" in line or "pip install" in line for line in said)

@@ -161,3 +161,18 @@ async def test_more_inputs_than_a_batch_keep_order(local_models: LocalModels) ->
     for i in (0, 5, 33, 69):
         assert np.allclose(vectors[i], (await local_models.embedder.embed([texts[i]]))[0], atol=1e-4)
         assert tokens[i].shape[0] == len(local_models.embedder.tokenizer.encode(texts[i], add_special_tokens=False).ids)
+
+
+async def test_embed_context_over_several_windows(local_models: LocalModels) -> None:
+    paragraphs = [f"Paragraph {i} talks about topic number {i} in some detail. " * 6 for i in range(12)]
+    doc = "".join(paragraphs)
+    spans, pos = [], 0
+    for p in paragraphs:
+        spans.append((pos, pos + len(p)))
+        pos += len(p)
+    assert len(local_models.embedder.tokenizer.encode(doc).ids) > 3 * local_models.embedder.max_seq_len
+    vectors = np.array(await local_models.embedder.embed_context(doc, spans))
+    assert vectors.shape == (12, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    alone = np.array(await local_models.embedder.embed(paragraphs))
+    assert all(vectors[i] @ alone[i] > 0.8 for i in range(12))

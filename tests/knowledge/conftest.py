@@ -5,17 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from appliance.db.migrate import migrate
 from tests import procs
-from tests.conftest import FakeLLM, Gateway, catalog_for, start_gateway
-
-EMBEDDING_DIM = 384  # all-MiniLM-L6-v2, the default model
-
-
-@pytest.fixture(scope="session")
-def migrated_pg(pg_url: str) -> str:
-    migrate(pg_url, {"embedding_dim": EMBEDDING_DIM})
-    return pg_url
+from tests.conftest import (
+    EMBEDDING_DIM,  # noqa: F401 - re-exported for the tests here
+    FakeLLM,
+    Gateway,
+    catalog_for,
+    start_gateway,
+)
 
 
 @pytest.fixture(scope="session")

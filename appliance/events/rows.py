@@ -1,0 +1,110 @@
+"""From a PIPELINE message to the rows it becomes. Raises `SchemaError` for a message the
+persister cannot store (bad JSON, unknown subject, newer schema, missing or mistyped field)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from psycopg.types.json import Jsonb
+
+from appliance.domain.events import PIPELINE, SCHEMA_VERSION
+
+Row = dict[str, Any]
+
+
+class SchemaError(ValueError):
+    """The message does not fit the schema this persister knows."""
+
+
+def _get(p: Mapping[str, Any], key: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+    value = p.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))):
+        raise SchemaError(f"field {key!r} is missing or not {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _chat(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
+    usage = _get(p, "usage", dict)
+    messages = _get(p, "messages", list)
+    row = {**base, "model": _get(p, "model", str), "upstream_model": _get(p, "upstream_model", str, True),
+           "backend": _get(p, "backend", str), "route": _get(p, "route", str), "streaming": _get(p, "streaming", bool),
+           "messages": Jsonb(messages), "response_text": _get(p, "response_text", str),
+           "finish_reason": _get(p, "finish_reason", str, True),
+           "prompt_tokens": int(usage.get("prompt_tokens") or 0), "completion_tokens": int(usage.get("completion_tokens") or 0),
+           "workspace": _get(p, "workspace", str, True), "sources": Jsonb(p.get("sources") or []),
+           "tool_calls": Jsonb(p.get("tool_calls") or [])}
+    out = [("chat_history", row)]
+    prompt = next((_text(m.get("content")) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), "")
+    system = next((_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "system"), None)
+    if prompt and row["response_text"]:
+        out.append(("chat_pairs", {**base, "model": row["model"], "prompt": prompt, "response": row["response_text"],
+                                   "system": system}))
+    return out
+
+
+def _tool_call(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
+    return [("tool_calls", {**base, "call_index": _get(p, "index", int), "name": _get(p, "name", str),
+                            "arguments": _get(p, "arguments", str), "call_id": _get(p, "call_id", str, True),
+                            "model": _get(p, "model", str)})]
+
+
+def _lineage(kind: str) -> Callable[[Mapping[str, Any], Row], list[tuple[str, Row]]]:
+    def rows(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
+        detail = {k: v for k, v in p.items() if k not in ("schema_version", "event_id", "correlation_id", "ts",
+                                                           "workspace", "sources")}
+        return [("flow_lineage", {**base, "kind": kind, "workspace": _get(p, "workspace", str, True),
+                                  "sources": Jsonb(_get(p, "sources", list)), "detail": Jsonb(detail)})]
+    return rows
+
+
+def _retrieve(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
+    return [("retrievals", {**base, "workspace": _get(p, "workspace", str), "query": _get(p, "query", str),
+                            "mode": _get(p, "mode", str), "reranked": _get(p, "reranked", bool),
+                            "hits": Jsonb(_get(p, "hits", list)), "latency_ms": float(_get(p, "latency_ms", (int, float)))})]
+
+
+def _embedding(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
+    return [("embedding_calls", {**base, "model": _get(p, "model", str), "inputs": _get(p, "inputs", int),
+                                 "tokens": _get(p, "tokens", int), "dimensions": _get(p, "dimensions", int),
+                                 "latency_ms": float(_get(p, "latency_ms", (int, float))), "path": _get(p, "path", str)})]
+
+
+MAPPERS: dict[str, Callable[[Mapping[str, Any], Row], list[tuple[str, Row]]]] = {
+    f"{PIPELINE}.chat.persist": _chat,
+    f"{PIPELINE}.tool_call": _tool_call,
+    f"{PIPELINE}.flow.lineage": _lineage("chat"),
+    f"{PIPELINE}.compose": _lineage("compose"),
+    f"{PIPELINE}.retrieve": _retrieve,
+    f"{PIPELINE}.embedding": _embedding,
+}
+
+
+def rows_for(subject: str, data: bytes) -> list[tuple[str, Row]]:
+    mapper = MAPPERS.get(subject)
+    if mapper is None:
+        raise SchemaError(f"unknown subject {subject!r}")
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"invalid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise SchemaError("payload is not a JSON object")
+    version = payload.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"schema_version {version!r}; this persister stores {SCHEMA_VERSION}")
+    base = {"event_id": _get(payload, "event_id", str), "correlation_id": _get(payload, "correlation_id", str),
+            "ts": datetime.fromtimestamp(float(_get(payload, "ts", (int, float))), UTC)}
+    return mapper(payload, base)

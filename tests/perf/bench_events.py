@@ -1,0 +1,128 @@
+"""Event pipeline benchmark: gateway RPS with events on vs off (same run, alternating
+rounds), and persister throughput draining a backlog.
+
+    python -m tests.perf.bench_events [--seconds 6] [--rounds 3] [--events 50000]
+
+Bars (issue 4): events on vs off under 3% apart; persister >= 5,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from appliance.db.migrate import migrate
+from appliance.domain.events import EventRecorder
+from appliance.domain.records import ChatOutcome, Usage
+from appliance.embedded.nats import EmbeddedNats
+from appliance.embedded.postgres import EmbeddedPostgres
+from appliance.events.publisher import EventPublisher
+from appliance.events.spool import Spool
+from tests import procs
+from tests.perf.bench_gateway import start_nginx, start_python_upstream, wrk
+
+
+def gateway(work: Path, name: str, up_port: int, **env: str) -> tuple[subprocess.Popen[bytes], int]:
+    catalog = work / f"{name}.toml"
+    catalog.write_text(f'[[backends]]\nname = "bench"\nkind = "vllm"\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
+                       '[[routes]]\npattern = "bench-*"\nbackend = "bench"\n')
+    port = procs.free_port()
+    proc = procs.spawn(["-m", "appliance", "serve", "--port", str(port), "--config", str(catalog)], port,
+                       log=work / f"{name}.log", env=procs.child_env(APPLIANCE_STATE_DIR=str(work / name), **env))
+    return proc, port
+
+
+def chat(i: int) -> ChatOutcome:
+    return ChatOutcome(correlation_id=f"bench-{i}", model="bench-model", upstream_model="bench-model", backend="bench",
+                       route="direct", streaming=False, messages=[{"role": "user", "content": f"question {i}"}],
+                       response_text="an answer of a few words", finish_reason="stop", usage=Usage(9, 6),
+                       latency_ms=12.0, started_at=1_700_000_000 + i)
+
+
+async def fill(url: str, n: int, work: Path) -> None:
+    pub = EventPublisher(url, Spool(work / "spool", max_bytes=1 << 30, segment_bytes=1 << 24), queue_max=n * 3,
+                         publish_timeout_s=5, duplicate_window_s=7200)
+    await pub.start()
+    recorder = EventRecorder(pub)
+    for i in range(n):
+        recorder.chat(chat(i))
+        if i % 1000 == 0:
+            await asyncio.sleep(0)
+    while pub._queue.qsize() or pub.spool.pending():
+        await asyncio.sleep(0.1)
+    await pub.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--events", type=int, default=50_000)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bench-ev-"))
+    up_port = procs.free_port()
+    upstream = start_nginx(work, up_port) if shutil.which("nginx") else start_python_upstream(up_port)
+    nats = EmbeddedNats(work / "nats")
+    nats.start()
+    on, on_port = gateway(work, "on", up_port, APPLIANCE_NATS_URL=nats.url)
+    off, off_port = gateway(work, "off", up_port, APPLIANCE_EVENTS__ENABLED="false")
+    body = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello"}]}
+    rps: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        for port in (on_port, off_port):
+            wrk(f"http://127.0.0.1:{port}/v1/chat/completions", body, 32, 2, {})
+        for _ in range(args.rounds):
+            for name, port in (("on", on_port), ("off", off_port)):
+                rps[name].append(wrk(f"http://127.0.0.1:{port}/v1/chat/completions", body, 32, args.seconds, {})["rps"])
+    finally:
+        procs.stop(on)
+        procs.stop(off)
+        upstream.terminate()
+    published = sum(1 for _ in (work / "on").rglob("*.seg"))  # spool files left: should be one empty per slot
+    rows: list[tuple[str, str]] = []
+    med_on, med_off = statistics.median(rps["on"]), statistics.median(rps["off"])
+    rows.append(("gateway RPS, events on (median of rounds)", f"{med_on:.0f}  {[round(x) for x in rps['on']]}"))
+    rows.append(("gateway RPS, events off", f"{med_off:.0f}  {[round(x) for x in rps['off']]}"))
+    rows.append(("difference", f"{(med_off - med_on) / med_off * 100:+.1f}% (on slower when positive)"))
+
+    with EmbeddedPostgres(work / "pg", delete_on_stop=True) as pg:
+        migrate(pg.url, {"embedding_dim": 384})
+        asyncio.run(fill(nats.url, args.events, work))
+        port = procs.free_port()
+        t = time.perf_counter()
+        persister = procs.spawn(["-m", "appliance", "persist"], port, log=work / "persister.log",
+                                env=procs.child_env(APPLIANCE_NATS_URL=nats.url, APPLIANCE_DATABASE_URL=pg.url,
+                                                    APPLIANCE_EVENTS__PERSISTER_LISTEN=f"127.0.0.1:{port}"))
+        with psycopg.connect(pg.url) as conn:
+            while True:
+                n = conn.execute("SELECT count(*) FROM chat_history").fetchone()[0]  # type: ignore[index]
+                if n >= args.events:
+                    break
+                time.sleep(0.05)
+        elapsed = time.perf_counter() - t
+        procs.stop(persister)
+        rows.append((f"persister: {args.events} chat events (chat_history + chat_pairs rows)",
+                     f"{args.events / elapsed:.0f} events/s ({elapsed:.1f} s incl. start)"))
+    nats.stop()
+    print(f"\nevents benchmark: 1 worker, 32 connections, {args.seconds}s x {args.rounds} rounds, "
+          f"nginx upstream; spool files after: {published}\n")
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
