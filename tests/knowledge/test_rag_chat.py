@@ -123,3 +123,35 @@ def test_ingest_command_is_idempotent(tmp_path: Path, migrated_pg: str, workspac
     assert ingest().startswith(f"ingested 3 files into '{workspace}': 0 new, 0 changed, 3 unchanged, 0 chunks")
     (docs / "sub" / "b.txt").write_text("Bravo text, revised.")
     assert "0 new, 1 changed, 2 unchanged" in ingest()
+
+
+def test_rag_chat_keeps_answering_when_the_inference_service_dies(
+        tmp_path: Path, fake_llm: FakeLLM, migrated_pg: str, workspace: str) -> None:
+    port, health = procs.free_port(), procs.free_port()
+    service = procs.spawn(["-m", "appliance", "inference", "--listen", f"127.0.0.1:{port}",
+                           "--health-listen", f"127.0.0.1:{health}"], port, log=tmp_path / "inference.log",
+                          env=procs.child_env(APPLIANCE_KNOWLEDGE__EMBED_THREADS="1"), timeout=60)
+    gw = start_gateway(tmp_path / "gw", catalog_for(fake_llm.port), APPLIANCE_DATABASE_URL=migrated_pg,
+                       APPLIANCE_INFERENCE_URL=f"grpc://127.0.0.1:{port}")
+    try:
+        call(gw, "POST", f"/knowledge/{workspace}/documents", DOCS)
+
+        def ask() -> openai._legacy_response.LegacyAPIResponse:  # type: ignore[name-defined]
+            return client(gw).chat.completions.with_raw_response.create(
+                model="coder", messages=QUESTION, extra_headers={"x-workspace": workspace})  # type: ignore[arg-type]
+        assert ask().headers["x-appliance-sources"].startswith("router.md")
+        service.kill()  # the inference host goes away mid-run
+        service.wait(10)
+        for _ in range(3):
+            raw = ask()
+            assert raw.headers["x-appliance-route"] == "rag"
+            assert raw.headers["x-appliance-sources"].startswith("router.md")  # retrieved with local models
+        with urllib.request.urlopen(f"{gw.url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        fallbacks = sum(float(line.split()[-1]) for line in text.splitlines()
+                        if line.startswith("appliance_inference_fallbacks_total{"))
+        assert fallbacks >= 1
+        assert 'appliance_inference_breaker_state{breaker="inference"} 1.0' in text  # open: no more timeouts paid
+    finally:
+        procs.stop(gw.proc)
+        procs.stop(service)
