@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,17 +27,7 @@ from appliance.embedded.postgres import EmbeddedPostgres
 from appliance.events.publisher import EventPublisher
 from appliance.events.spool import Spool
 from tests import procs
-from tests.perf.bench_gateway import start_nginx, start_python_upstream, wrk
-
-
-def gateway(work: Path, name: str, up_port: int, **env: str) -> tuple[subprocess.Popen[bytes], int]:
-    catalog = work / f"{name}.toml"
-    catalog.write_text(f'[[backends]]\nname = "bench"\nkind = "vllm"\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
-                       '[[routes]]\npattern = "bench-*"\nbackend = "bench"\n')
-    port = procs.free_port()
-    proc = procs.spawn(["-m", "appliance", "serve", "--port", str(port), "--config", str(catalog)], port,
-                       log=work / f"{name}.log", env=procs.child_env(APPLIANCE_STATE_DIR=str(work / name), **env))
-    return proc, port
+from tests.perf.bench_gateway import start_appliance, start_nginx, start_python_upstream, wrk
 
 
 def chat(i: int) -> ChatOutcome:
@@ -76,8 +65,8 @@ def main() -> int:
     upstream = start_nginx(work, up_port) if shutil.which("nginx") else start_python_upstream(up_port)
     nats = EmbeddedNats(work / "nats")
     nats.start()
-    on, on_port = gateway(work, "on", up_port, APPLIANCE_NATS_URL=nats.url)
-    off, off_port = gateway(work, "off", up_port, APPLIANCE_EVENTS__ENABLED="false")
+    on, on_port = start_appliance(work, "on", up_port, APPLIANCE_NATS_URL=nats.url)
+    off, off_port = start_appliance(work, "off", up_port, APPLIANCE_EVENTS__ENABLED="false")
     body = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello"}]}
     rps: dict[str, list[float]] = {"on": [], "off": []}
     try:

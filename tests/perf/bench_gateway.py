@@ -112,6 +112,23 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def start_appliance(work: Path, name: str, up_port: int, *, stream_prefix: str = "",
+                    **env: str) -> tuple[subprocess.Popen[bytes], int]:
+    """One `appliance serve` worker routing bench-* to the upstream (bench-stream to its SSE path),
+    state under work/name, log in work/name.log."""
+    catalog = work / f"{name}.toml"
+    catalog.write_text(f'[[backends]]\nname = "bench"\nkind = "vllm"\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
+                       f'[[backends]]\nname = "bench-sse"\nkind = "vllm"\n'
+                       f'base_url = "http://127.0.0.1:{up_port}/{stream_prefix}v1"\n'
+                       '[[routes]]\npattern = "bench-stream"\nbackend = "bench-sse"\n'
+                       '[[routes]]\npattern = "bench-*"\nbackend = "bench"\n')
+    port = procs.free_port()
+    proc = procs.spawn(["-m", "appliance", "serve", "--port", str(port), "--workers", "1", "--config", str(catalog)],
+                       port, log=work / f"{name}.log",
+                       env=procs.child_env(APPLIANCE_STATE_DIR=str(work / name), **env))
+    return proc, port
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=8)
@@ -125,16 +142,7 @@ def main() -> int:
     up_port = procs.free_port()
     upstream = start_nginx(work, up_port) if shutil.which("nginx") else start_python_upstream(up_port)
     upstream_kind = "nginx" if shutil.which("nginx") else "python"
-    catalog = work / "catalog.toml"
-    catalog.write_text(f'[[backends]]\nname = "bench"\nkind = "vllm"\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
-                       f'[[backends]]\nname = "bench-sse"\nkind = "vllm"\n'
-                       f'base_url = "http://127.0.0.1:{up_port}/{"stream/" if upstream_kind == "nginx" else ""}v1"\n'
-                       '[[routes]]\npattern = "bench-stream"\nbackend = "bench-sse"\n'
-                       '[[routes]]\npattern = "bench-*"\nbackend = "bench"\n')
-    gw_port = procs.free_port()
-    gateway = procs.spawn(["-m", "appliance", "serve", "--port", str(gw_port), "--workers", "1", "--config", str(catalog)],
-                          gw_port, log=work / "gateway.log",
-                          env=procs.child_env(APPLIANCE_STATE_DIR=str(work / "state")))
+    gateway, gw_port = start_appliance(work, "gateway", up_port, stream_prefix="stream/" if upstream_kind == "nginx" else "")
     targets: list[tuple[str, str, subprocess.Popen[bytes] | None]] = [
         ("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None),
         ("appliance", f"http://127.0.0.1:{gw_port}/v1/chat/completions", gateway),
