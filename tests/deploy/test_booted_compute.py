@@ -122,9 +122,6 @@ def test_compute_target_runs_migrate_then_the_persister(compute: Container) -> N
     assert '"msg":"persister ready"' in compute.sh("journalctl -u appliance-persister --no-pager -o cat")
 
 
-@pytest.mark.xfail(reason="appliance persist: nc.drain() after the pull subscription waits nats-py's 30 s drain "
-                          "timeout (DrainTimeoutError) on SIGTERM, so TimeoutStopSec=30 kills it; reproduced "
-                          "outside systemd too (exit after 31 s). Fix in appliance/events/persister.py.")
 def test_compute_target_stops_cleanly(compute: Container) -> None:
     compute.systemctl("stop", "appliance-compute.target")
 

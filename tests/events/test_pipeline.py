@@ -184,3 +184,14 @@ def test_the_spool_survives_a_gateway_restart_and_is_replayed(
         procs.stop(gw2.proc)
         p.stop()
         server.stop()
+
+
+def test_sigterm_stops_the_persister_promptly(tmp_path: Path, persister: Callable[..., PersisterProc]) -> None:
+    with EmbeddedNats(tmp_path / "nats") as server:
+        p = persister(server.url).start()
+        wait_ready(p)
+        started = time.monotonic()
+        p.proc.send_signal(signal.SIGTERM)
+        assert p.proc.wait(15) == 0
+        assert time.monotonic() - started < 5  # under systemd's TimeoutStopSec with room to spare
+        assert "persister stopped" in p.log.read_text()
