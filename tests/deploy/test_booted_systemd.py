@@ -125,6 +125,36 @@ def test_watchdog_pings_keep_the_gateway_alive(desktop: Container) -> None:
                    " && systemctl restart appliance-gateway")
 
 
+def _invocation_log(box: Container, unit: str) -> str:
+    invocation = box.sh(f"systemctl show -p InvocationID --value {unit}").strip()
+    return box.sh(f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={invocation}", check=False)
+
+
+@pytest.mark.parametrize(("option", "symptom"), [
+    ("SystemCallFilter=~@resources", "pthread_setaffinity_np failed"),
+    ("ProcSubset=pid", "Error in cpuinfo"),
+])
+def test_the_hardening_left_out_degrades_onnxruntime(desktop: Container, option: str, symptom: str) -> None:
+    """Why the units stop short of these two. ~@resources denies sched_setaffinity and mbind
+    (EPERM here, given SystemCallErrorNumber=; SIGSYS without it), so onnxruntime cannot pin its
+    threads; ProcSubset=pid hides /proc/cpuinfo, so it runs without detecting the CPU's features
+    (slower kernels). Neither stops the service, both show in its log; the shipped unit shows neither."""
+    dropin = "/run/systemd/system/appliance-inference.service.d"
+    desktop.sh(f"mkdir -p {dropin} && printf '[Service]\\n{option}\\n' > {dropin}/test.conf && systemctl daemon-reload")
+    try:
+        desktop.systemctl("restart", "appliance-inference")
+        desktop.sh("curl -sf -o /dev/null -H 'content-type: application/json' localhost:8080/v1/embeddings"
+                   " -d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"pin me\"}'", check=False)
+        degraded = _invocation_log(desktop, "appliance-inference")
+    finally:
+        desktop.sh(f"rm -r {dropin} && systemctl daemon-reload")
+        desktop.systemctl("restart", "appliance-inference")
+    assert symptom in degraded, degraded[-2000:]
+    desktop.sh("curl -sf -o /dev/null -H 'content-type: application/json' localhost:8080/v1/embeddings"
+               " -d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"pin me\"}'")
+    assert symptom not in _invocation_log(desktop, "appliance-inference")
+
+
 def test_clean_stop_and_the_journal(desktop: Container) -> None:
     desktop.sh("systemctl stop appliance-desktop.target")
 
