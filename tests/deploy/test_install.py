@@ -161,3 +161,14 @@ def test_render_config_fills_variables_from_the_environment(tmp_path: Path) -> N
                    env={"PATH": "/usr/bin:/bin", "DESKTOP_HOST": "desk.lan", "GATEWAY_PORT": "8080"})
 
     assert out.read_text() == 'targets: ["desk.lan:8080"]  # $NOT_A_VAR \n'
+
+
+def test_two_roles_one_after_the_other_then_uninstall(root: Path, fake_artifact: Path) -> None:
+    run_install("--role", "desktop", "--root", str(root), "--artifact", str(fake_artifact))
+    run_install("--role", "storage", "--root", str(root), "--artifact", str(fake_artifact))
+
+    assert set(snapshot(root)) == expected_tree("desktop") | expected_tree("storage")
+    run_install("--uninstall", "--root", str(root))
+    left = set(snapshot(root))
+    assert left == {"/etc", "/etc/credstore", "/etc/credstore/grafana-admin-password",
+                    "/etc/credstore/minio-root-user", "/etc/credstore/minio-root-password"}

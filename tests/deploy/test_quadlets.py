@@ -213,6 +213,11 @@ def test_config_files_parse() -> None:
     assert vector["sources"]["telemetry"]["subject"] == "telemetry.>"
     assert vector["sinks"]["prometheus"]["address"].endswith(":${VECTOR_EXPORTER_PORT}")
     assert vector["sinks"]["loki"]["type"] == "loki"
+    # The fields Vector turns into metrics are the ones the gateway's telemetry events carry.
+    events_source = (REPO / "appliance/domain/events.py").read_text()
+    for metric in vector["transforms"]["telemetry_metrics"]["metrics"]:
+        if metric["field"] != "subject":
+            assert f'"{metric["field"]}"' in events_source, metric["field"]
     assert "jetstream" in (config / "nats/nats.conf").read_text()
 
 
@@ -235,3 +240,22 @@ def test_gateway_metric_names_match_the_code() -> None:
     for metric in ("appliance_http_requests_total", "appliance_http_request_duration_seconds",
                    "appliance_tokens_total", "appliance_cost_usd_total"):
         assert f'"{metric}"' in source, metric
+
+
+def test_prometheus_config_renders_from_the_shipped_env_file(tmp_path: Path) -> None:
+    """What ExecStartPre= does at start: every target gets a host and a port from appliance.env."""
+    env = {"PATH": "/usr/bin:/bin"}
+    for line in ENV_FILE.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            env[key] = value
+    out = tmp_path / "prometheus.yml"
+
+    subprocess.run([str(REPO / "packaging/render-config"), str(REPO / "packaging/config/prometheus/prometheus.yml"),
+                    str(out)], check=True, env=env)
+
+    rendered = yaml.safe_load(out.read_text())
+    targets = [t for job in rendered["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert "desktop.home.arpa:8080" in targets and "compute.home.arpa:9102" in targets
+    for target in targets:
+        assert re.fullmatch(r"[a-z0-9.-]+:\d+", target), target

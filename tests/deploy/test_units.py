@@ -114,7 +114,8 @@ def test_secrets_come_as_credentials_not_environment() -> None:
 
 
 def test_known_onnxruntime_breakers_stay_off() -> None:
-    """Found in booted containers: ~@resources kills onnxruntime (mbind); ProcSubset=pid hides cpuinfo."""
+    """~@resources denies onnxruntime's affinity/NUMA calls; ProcSubset=pid hides /proc/cpuinfo
+    (both shown in a booted container by test_booted_systemd.py)."""
     for service in ("appliance-gateway.service", "appliance-inference.service"):
         text = (REPO / "units" / service).read_text()
         assert not re.search(r"^SystemCallFilter=~.*@resources", text, re.M)
