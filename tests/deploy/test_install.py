@@ -141,7 +141,8 @@ def test_missing_artifact_names_the_build_script(root: Path, tmp_path: Path) -> 
 
 
 def test_install_sh_is_shellcheck_and_sh_n_clean() -> None:
-    scripts = [str(INSTALL), str(INSTALL.parent / "packaging/render-config"), str(INSTALL.parent / "packaging/build.sh")]
+    scripts = [str(INSTALL), str(INSTALL.parent / "packaging/render-config"), str(INSTALL.parent / "packaging/build.sh"),
+               str(INSTALL.parent / "packaging/bundle.sh")]
     shellcheck = need("shellcheck")
     proc = subprocess.run([shellcheck, "--shell=sh", *scripts[:2]], capture_output=True, text=True)
     assert proc.returncode == 0 and not proc.stdout, proc.stdout
@@ -172,3 +173,22 @@ def test_two_roles_one_after_the_other_then_uninstall(root: Path, fake_artifact:
     left = set(snapshot(root))
     assert left == {"/etc", "/etc/credstore", "/etc/credstore/grafana-admin-password",
                     "/etc/credstore/minio-root-user", "/etc/credstore/minio-root-password"}
+
+
+def test_release_bundle_installs_on_its_own(root: Path, fake_artifact: Path, tmp_path: Path) -> None:
+    """The tarball an operator copies to a host holds everything install.sh needs."""
+    out = tmp_path / "out"
+    made = subprocess.run([str(INSTALL.parent / "packaging/bundle.sh"), "--artifact", str(fake_artifact),
+                           "--out", str(out)], capture_output=True, text=True, check=True)
+    tarball = Path(made.stdout.strip())
+    extracted = tmp_path / "host"
+    extracted.mkdir()
+    subprocess.run(["tar", "-C", str(extracted), "-xzf", str(tarball)], check=True)
+    (bundle,) = extracted.iterdir()
+
+    proc = subprocess.run(["sh", str(bundle / "install.sh"), "--role", "all", "--root", str(root)],
+                          capture_output=True, text=True)
+
+    assert proc.returncode == 0, proc.stderr
+    assert set(snapshot(root)) == expected_tree("all")
+    assert (root / "opt/appliance/bin/appliance").read_bytes() == fake_artifact.read_bytes()
