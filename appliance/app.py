@@ -39,7 +39,7 @@ def create_app(settings: Settings, services: Services) -> ReceiveInScope:
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(services.backends, services.readiness))
-    app.add_route("/metrics", MetricsResource())
+    app.add_route("/metrics", MetricsResource(services.collectors))
     embeddings.add_routes(app, services)
     knowledge.add_routes(app, services)
     return ReceiveInScope(app)

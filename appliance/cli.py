@@ -79,6 +79,12 @@ def cmd_persist(args: argparse.Namespace) -> int:
     return run(_settings(args))
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    from appliance.events.relay_process import run
+
+    return run(_settings(args))
+
+
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -104,6 +110,7 @@ COMMANDS: list[Command] = [
     ("migrate", "apply the missing sql/ migrations (APPLIANCE_DATABASE_URL or the embedded server)", _no_args, cmd_migrate),
     ("ingest", "chunk, embed and store files into a workspace", _add_ingest, cmd_ingest),
     ("persist", "consume PIPELINE events from NATS into PostgreSQL", _no_args, cmd_persist),
+    ("relay", "publish the gateway's event spool to NATS (`serve` runs it for you)", _no_args, cmd_relay),
     ("up", "everything on this machine: embedded PostgreSQL, local LLM (if installed), gateway", _add_serve, cmd_up),
 ]
 

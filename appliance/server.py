@@ -11,6 +11,8 @@ from granian.constants import Interfaces, Loops
 
 from appliance import logs
 from appliance.config import Settings
+from appliance.events.relay_process import RelaySupervisor
+from appliance.events.wiring import events_on
 
 log = logging.getLogger(__name__)
 
@@ -54,5 +56,12 @@ def serve(settings: Settings) -> int:
         respawn_failed_workers=True,
         workers_kill_timeout=int(settings.drain_timeout_s) + 5,
     )
-    server.serve()
+    relay = RelaySupervisor(stop_timeout_s=settings.events.relay_drain_s + 5) if events_on(settings) else None
+    if relay is not None:
+        relay.start()  # before the workers: they only write the spool, the relay publishes it
+    try:
+        server.serve()
+    finally:
+        if relay is not None:
+            relay.stop()
     return 0

@@ -52,6 +52,7 @@ class Services:
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    collectors: list[Any] = field(default_factory=list)  # extra Prometheus collectors for /metrics
 
     @property
     def recorder(self) -> Recorder:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import falcon
 import falcon.asgi
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from appliance.domain.records import ChatOutcome, EmbeddingOutcome, RetrievalOutcome
 
@@ -34,13 +36,21 @@ def labelled(metric: Any, *labels: object) -> Any:
 
 
 class MetricsResource:
+    """This process's metrics (every worker's when there are several), plus `collectors`
+    that read state kept outside the workers (the event relay's, say) at scrape time."""
+
+    def __init__(self, collectors: Sequence[Collector] = ()) -> None:
+        self._extra = CollectorRegistry()
+        for collector in collectors:
+            self._extra.register(collector)
+
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            resp.data = generate_latest(registry)
+            resp.data = generate_latest(registry) + generate_latest(self._extra)
         else:
-            resp.data = generate_latest()
+            resp.data = generate_latest() + generate_latest(self._extra)
         resp.content_type = CONTENT_TYPE_LATEST
 
 

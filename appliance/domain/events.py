@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from typing import Any, Final
 
-from appliance.domain.ports import Event, EventSink
+from appliance.domain.ports import Event
 from appliance.domain.records import ChatOutcome, EmbeddingOutcome, RetrievalOutcome
 
 SCHEMA_VERSION: Final = 1
@@ -75,22 +75,3 @@ def embedding_events(o: EmbeddingOutcome) -> Iterator[Event]:
             "latency_ms": round(o.latency_ms, 3), "path": o.path}
     yield _event(f"{PIPELINE}.embedding", cid, t, body)
     yield _event(f"{TELEMETRY}.embedding", cid, t, body)
-
-
-class EventRecorder:
-    """A `Recorder` that emits the events above into a sink (which never blocks)."""
-
-    def __init__(self, sink: EventSink) -> None:
-        self._sink = sink
-
-    def chat(self, outcome: ChatOutcome) -> None:
-        for event in chat_events(outcome):
-            self._sink.emit(event)
-
-    def embedding(self, outcome: EmbeddingOutcome) -> None:
-        for event in embedding_events(outcome):
-            self._sink.emit(event)
-
-    def retrieval(self, outcome: RetrievalOutcome) -> None:
-        for event in retrieval_events(outcome):
-            self._sink.emit(event)

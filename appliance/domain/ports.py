@@ -82,10 +82,3 @@ class Event:
     payload: Mapping[str, Any]
     msg_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
-
-
-class EventSink(Protocol):
-    """Fire-and-forget publication. `emit` never blocks and never raises."""
-
-    def emit(self, event: Event) -> None:
-        ...

@@ -1,11 +1,18 @@
-"""An append-only on-disk spool for events NATS has not acknowledged yet.
+"""The on-disk spool every event passes through: one writer process, one reader process.
 
-Segment files `NNNNNNNNNNNN.seg` hold records `[u32 length][u32 crc32][subject \\n msg-id \\n data]`.
-A `cursor` file names the first record not yet acknowledged; `ack()` moves it and deletes
-segments wholly behind it, so a file is removed only after every record in it was acked.
-A torn record at the end of a segment (a crash mid-write) ends that segment's reading; a
-record whose CRC does not match is skipped and counted. The total size is bounded: `append`
-returns False when the spool is full, and the caller counts the drop.
+A gateway worker appends what happened (outcome records) with `SpoolWriter`; the relay
+process reads them with `SpoolReader`, publishes to JetStream and acknowledges. The
+spool is the write-ahead path, not an outage buffer: a worker never talks to NATS, and
+whatever NATS did not acknowledge is still on disk after any crash or restart.
+
+Layout of a spool directory: segment files `NNNNNNNNNNNN.seg` holding records
+`[u32 length][u32 crc32][kind \\n key \\n data]`, and a `cursor` file (written by the reader
+only) naming the first record not yet acknowledged. A writer always starts a new segment
+and only ever appends to its newest one, so a segment with a successor is complete: the
+reader deletes it once the cursor has passed it. A torn record (a crash mid-write) can only
+end a segment; the reader skips it once the next segment exists. A record whose CRC fails
+is skipped and counted. The writer bounds the bytes behind the cursor: `append` returns
+False when the spool is full, and the caller counts the drop.
 """
 
 from __future__ import annotations
@@ -13,155 +20,240 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct(">II")
 FsyncPolicy = Literal["always", "batch", "never"]
+FLUSH_BYTES = 64 * 1024  # a buffered writer writes at least this often
+SIZE_REFRESH_S = 1.0  # how stale the writer's view of the reader's progress may be
 
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    subject: str
-    msg_id: str
+    kind: str
+    key: str
     data: bytes
     segment: int
     end: int  # offset just past this record in its segment
 
 
-class Spool:
+def segments(directory: Path) -> list[int]:
+    return sorted(int(p.stem) for p in directory.glob("*.seg") if p.stem.isdigit())
+
+
+def segment_path(directory: Path, seq: int) -> Path:
+    return directory / f"{seq:012d}.seg"
+
+
+def read_cursor(directory: Path) -> tuple[int, int]:
+    try:
+        seq, offset = (directory / "cursor").read_text().split()
+        return int(seq), int(offset)
+    except (OSError, ValueError):
+        first = segments(directory)
+        return (first[0] if first else 1), 0
+
+
+def pending_bytes(directory: Path) -> int:
+    """Bytes of records written (and flushed) but not acknowledged, from the files alone."""
+    seq, offset = read_cursor(directory)
+    total = 0
+    for s in segments(directory):
+        if s >= seq:
+            try:
+                total += segment_path(directory, s).stat().st_size - (offset if s == seq else 0)
+            except FileNotFoundError:  # deleted by the reader meanwhile
+                continue
+    return max(total, 0)
+
+
+def frame(kind: str, key: str, data: bytes) -> bytes:
+    body = kind.encode() + b"\n" + key.encode() + b"\n" + data
+    return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+class SpoolWriter:
+    """Appends records; buffered (`flush()` writes, `sync()` fsyncs) unless fsync is `always`."""
+
     def __init__(self, directory: Path, *, max_bytes: int, segment_bytes: int, fsync: FsyncPolicy = "batch") -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self._max = max_bytes
         self._segment_max = segment_bytes
-        self._fsync = fsync
-        self.corrupt = 0
-        self._cursor = self._load_cursor()
-        segments = self._segments()
-        self._write_seq = segments[-1] if segments else max(self._cursor[0], 1)
-        self._writer: BinaryIO = open(self._path(self._write_seq), "ab")  # noqa: SIM115 - lives with the spool
-        self._size = sum(self._path(s).stat().st_size for s in segments) - self._cursor[1]
-        self._dirty = False
+        self.fsync_policy = fsync
+        self._buf = bytearray()
+        existing = segments(directory)
+        self._seq = max(existing[-1] if existing else 0, read_cursor(directory)[0]) + 1
+        self._fd = self._open(self._seq)
+        self._written = 0  # bytes in the current segment
+        self._unsynced = False
+        self._pending = pending_bytes(directory)  # behind the cursor, as of `_checked`
+        self._checked = time.monotonic()
 
-    def _path(self, seq: int) -> Path:
-        return self.dir / f"{seq:012d}.seg"
-
-    def _segments(self) -> list[int]:
-        return sorted(int(p.stem) for p in self.dir.glob("*.seg") if p.stem.isdigit())
-
-    def _load_cursor(self) -> tuple[int, int]:
-        try:
-            seq, offset = (self.dir / "cursor").read_text().split()
-            return int(seq), int(offset)
-        except (OSError, ValueError):
-            first = self._segments()
-            return (first[0] if first else 1), 0
+    def _open(self, seq: int) -> int:
+        return os.open(segment_path(self.dir, seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     @property
     def size(self) -> int:
-        """Bytes of records not yet acknowledged."""
-        return max(self._size, 0)
+        """Bytes not yet acknowledged, buffered ones included (the reader's progress as of
+        at most `SIZE_REFRESH_S` ago)."""
+        return self._pending + len(self._buf)
 
-    def pending(self) -> bool:
-        return self.size > 0
-
-    def append(self, subject: str, msg_id: str, data: bytes) -> bool:
-        body = subject.encode() + b"\n" + msg_id.encode() + b"\n" + data
-        record = _HEAD.pack(len(body), zlib.crc32(body)) + body
+    def append(self, kind: str, key: str, data: bytes) -> bool:
+        record = frame(kind, key, data)
         if self.size + len(record) > self._max:
-            return False
-        if self._writer.tell() >= self._segment_max:
-            self._rotate()
-        self._writer.write(record)
-        self._writer.flush()
-        self._size += len(record)
-        if self._fsync == "always":
-            os.fsync(self._writer.fileno())
-        else:
-            self._dirty = True
+            self._refresh_size()
+            if self.size + len(record) > self._max:
+                return False
+        self._buf += record
+        if self.fsync_policy == "always":
+            self.flush()
+            self.sync()
+        elif len(self._buf) >= FLUSH_BYTES:
+            self.flush()
         return True
 
+    def flush(self) -> None:
+        """Write the buffer to the current segment; start a new one past `segment_bytes`."""
+        if self._buf:
+            done = 0
+            try:
+                with memoryview(self._buf) as view:
+                    while done < len(view):
+                        done += os.write(self._fd, view[done:])
+            finally:  # after a failed write (disk full), the rest follows on from where it stopped
+                del self._buf[:done]
+                self._written += done
+                self._pending += done
+                self._unsynced = self._unsynced or done > 0
+        if self._written >= self._segment_max:
+            self.sync()
+            os.close(self._fd)
+            self._seq += 1
+            self._fd = self._open(self._seq)
+            self._written = 0
+        if time.monotonic() - self._checked >= SIZE_REFRESH_S:
+            self._refresh_size()
+
     def sync(self) -> None:
-        """fsync what was appended since the last sync (the `batch` policy calls this)."""
-        if self._dirty and self._fsync != "never":
-            os.fsync(self._writer.fileno())
-        self._dirty = False
+        """fsync what was flushed since the last sync (`never` skips it)."""
+        if self._unsynced and self.fsync_policy != "never":
+            os.fsync(self._fd)
+        self._unsynced = False
 
-    def _rotate(self) -> None:
-        self.sync()
-        self._writer.close()
-        self._write_seq += 1
-        self._writer = open(self._path(self._write_seq), "ab")  # noqa: SIM115
+    def sync_fd(self) -> int | None:
+        """The descriptor to fsync off the event loop, or None when nothing needs it."""
+        if not self._unsynced or self.fsync_policy == "never":
+            return None
+        self._unsynced = False
+        return self._fd
 
-    def read(self, limit: int) -> list[Record]:
-        """Up to `limit` records from the cursor on, in order."""
-        out: list[Record] = []
-        seq, offset = self._cursor
-        for s in (x for x in self._segments() if x >= seq):
-            start = offset if s == seq else 0
-            with open(self._path(s), "rb") as f:
-                f.seek(start)
-                pos = start
-                while len(out) < limit:
-                    head = f.read(_HEAD.size)
-                    if len(head) < _HEAD.size:
-                        break
-                    length, crc = _HEAD.unpack(head)
-                    body = f.read(length)
-                    if len(body) < length:
-                        break  # torn tail: written later, or a crash mid-write
-                    pos += _HEAD.size + length
-                    if zlib.crc32(body) != crc:
-                        self.corrupt += 1
-                        log.error("spool record failed its checksum; skipped", extra={"segment": s, "offset": pos})
-                        out.append(Record("", "", b"", s, pos))  # acked like any other, never published
-                        continue
-                    subject, msg_id, data = body.split(b"\n", 2)
-                    out.append(Record(subject.decode(), msg_id.decode(), data, s, pos))
-            if len(out) >= limit:
-                break
-        return out
-
-    def ack(self, record: Record) -> None:
-        """Everything up to and including `record` is acknowledged."""
-        seq, offset = self._cursor
-        released = 0
-        for s in self._segments():
-            if s >= record.segment:
-                break
-            released += self._path(s).stat().st_size - (offset if s == seq else 0)
-            if s != self._write_seq:
-                self._path(s).unlink()
-        released += record.end - (offset if record.segment == seq else 0)
-        self._size -= released
-        self._cursor = (record.segment, record.end)
-        if record.segment != self._write_seq and record.end >= self._path(record.segment).stat().st_size:
-            self._path(record.segment).unlink()
-            self._cursor = (record.segment + 1, 0)
-        self._save_cursor()
-        if self._size <= 0 and self._writer.tell() > 0:
-            self._reset()
-
-    def _reset(self) -> None:
-        """All acknowledged: start a fresh, empty segment."""
-        self._writer.close()
-        self._path(self._write_seq).unlink(missing_ok=True)
-        self._write_seq += 1
-        self._writer = open(self._path(self._write_seq), "ab")  # noqa: SIM115
-        self._cursor = (self._write_seq, 0)
-        self._size = 0
-        self._save_cursor()
-
-    def _save_cursor(self) -> None:
-        tmp = self.dir / "cursor.tmp"
-        tmp.write_text(f"{self._cursor[0]} {self._cursor[1]}")
-        os.replace(tmp, self.dir / "cursor")
+    def _refresh_size(self) -> None:
+        self._pending = pending_bytes(self.dir)
+        self._checked = time.monotonic()
 
     def close(self) -> None:
+        self.flush()
         self.sync()
-        self._writer.close()
+        os.close(self._fd)
+
+
+class SpoolReader:
+    """Reads records from the cursor on and acknowledges them (the relay's side)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.corrupt = 0
+        self._cursor = read_cursor(directory)
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        return self._cursor
+
+    def size(self) -> int:
+        return pending_bytes(self.dir)
+
+    def end(self) -> tuple[int, int]:
+        """Position just past everything written so far."""
+        existing = segments(self.dir)
+        if not existing:
+            return self._cursor
+        last = existing[-1]
+        try:
+            return last, segment_path(self.dir, last).stat().st_size
+        except FileNotFoundError:
+            return self._cursor
+
+    def read(self, limit: int) -> list[Record]:
+        """Up to `limit` records from the cursor on, in order. Complete segments the cursor
+        has reached the end of are deleted on the way."""
+        out: list[Record] = []
+        seq, offset = self._cursor
+        while len(out) < limit:
+            existing = [s for s in segments(self.dir) if s >= seq]
+            if not existing:
+                break
+            if existing[0] > seq:  # the cursor's segment is gone (acked and deleted): move on
+                seq, offset = existing[0], 0
+            complete = len(existing) > 1  # the writer has moved past it
+            offset, torn = self._read_segment(seq, offset, limit, out)
+            if len(out) >= limit or not complete:
+                break
+            if torn:
+                self.corrupt += 1
+                log.error("spool segment ends in a torn record; skipped", extra={"segment": seq, "offset": offset})
+            if not out:  # nothing unacknowledged left in it: forget it now
+                segment_path(self.dir, seq).unlink(missing_ok=True)
+                self._set_cursor(existing[1], 0)
+            seq, offset = existing[1], 0
+        return out
+
+    def _read_segment(self, seq: int, offset: int, limit: int, out: list[Record]) -> tuple[int, bool]:
+        """Append records of segment `seq` from `offset`; returns where reading stopped and
+        whether a torn (incomplete) record is there."""
+        try:
+            f = open(segment_path(self.dir, seq), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return offset, False
+        with f:
+            f.seek(offset)
+            data = f.read()
+        pos = 0
+        while len(out) < limit:
+            if len(data) - pos < _HEAD.size:
+                return offset + pos, len(data) > pos
+            length, crc = _HEAD.unpack_from(data, pos)
+            start = pos + _HEAD.size
+            body = data[start:start + length]
+            if len(body) < length:
+                return offset + pos, True
+            pos = start + length
+            if zlib.crc32(body) != crc:
+                self.corrupt += 1
+                log.error("spool record failed its checksum; skipped", extra={"segment": seq, "offset": offset + pos})
+                out.append(Record("", "", b"", seq, offset + pos))  # acknowledged like any other, never published
+                continue
+            kind, key, payload = body.split(b"\n", 2)
+            out.append(Record(kind.decode(), key.decode(), payload, seq, offset + pos))
+        return offset + pos, False
+
+    def ack(self, record: Record) -> None:
+        """Everything up to and including `record` is done with: move the cursor, delete the
+        segments wholly behind it."""
+        for s in segments(self.dir):
+            if s >= record.segment:
+                break
+            segment_path(self.dir, s).unlink(missing_ok=True)
+        self._set_cursor(record.segment, record.end)
+
+    def _set_cursor(self, seq: int, offset: int) -> None:
+        self._cursor = (seq, offset)
+        tmp = self.dir / "cursor.tmp"
+        tmp.write_text(f"{seq} {offset}")
+        os.replace(tmp, self.dir / "cursor")

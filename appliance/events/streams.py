@@ -37,6 +37,14 @@ async def ensure_streams(js: JetStreamContext, duplicate_window_s: float) -> Non
 
 
 async def connect(url: str, *, name: str, timeout_s: float = 2.0, **callbacks: Any) -> NATS:
-    """One connection that reconnects by itself forever once established."""
-    return await nats.connect(url, name=name, connect_timeout=timeout_s, max_reconnect_attempts=-1,
-                              reconnect_time_wait=1, allow_reconnect=True, **callbacks)
+    """Connect, failing (NoServersError) when NATS does not answer a first attempt and one
+    retry; once connected, the connection reconnects by itself forever."""
+
+    async def error(exc: Exception) -> None:  # nats-py's default prints a traceback per attempt
+        log.warning("NATS connection error", extra={"error": repr(exc)})
+
+    callbacks.setdefault("error_cb", error)
+    nc = await nats.connect(url, name=name, connect_timeout=timeout_s, max_reconnect_attempts=1,
+                            reconnect_time_wait=1, allow_reconnect=True, **callbacks)
+    nc.options["max_reconnect_attempts"] = -1
+    return nc

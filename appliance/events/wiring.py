@@ -1,5 +1,5 @@
-"""Composition of the event pipeline for the gateway: a spool slot per worker, the publisher,
-and the recorder that turns outcomes into events."""
+"""Composition of the event pipeline in a gateway worker: a spool slot of its own and the
+recorder writing outcomes into it. Publishing is the relay's (relay_process.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,20 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.domain.events import EventRecorder
-from appliance.events.publisher import EventPublisher
-from appliance.events.spool import Spool
+from appliance.events.metrics import RelayMetrics, relay_state, spool_bytes
+from appliance.events.recorder import SpoolingRecorder
+from appliance.events.spool import SpoolWriter
 
 if TYPE_CHECKING:
+    from appliance.config import Settings
     from appliance.services import Services
 
 log = logging.getLogger(__name__)
 MAX_SLOTS = 64
+
+
+def events_on(settings: Settings) -> bool:
+    return settings.events.enabled and bool(settings.nats_url)
 
 
 def claim_spool_dir(root: Path) -> tuple[Path, int]:
@@ -36,31 +41,32 @@ def claim_spool_dir(root: Path) -> tuple[Path, int]:
     raise RuntimeError(f"all {MAX_SLOTS} spool slots under {root} are in use")
 
 
-def add_events(services: Services) -> EventPublisher | None:
+def add_events(services: Services) -> SpoolingRecorder | None:
     settings = services.settings
     cfg = settings.events
-    if not cfg.enabled:
+    if not events_on(settings):
+        if cfg.enabled:
+            log.info("event pipeline off: APPLIANCE_NATS_URL is not set")
         return None
-    if not settings.nats_url:
-        log.info("event pipeline off: APPLIANCE_NATS_URL is not set")
-        return None
-    directory, lock_fd = claim_spool_dir(settings.state_dir / "spool")
-    spool = Spool(directory, max_bytes=cfg.spool_max_bytes, segment_bytes=cfg.spool_segment_bytes, fsync=cfg.spool_fsync)
-    publisher = EventPublisher(settings.nats_url, spool, queue_max=cfg.queue_max,
-                               publish_timeout_s=cfg.publish_timeout_s, duplicate_window_s=cfg.duplicate_window_s)
-    if spool.pending():
-        log.info("spooled events from a previous run will be replayed", extra={"bytes": spool.size})
+    root = settings.state_dir / "spool"
+    directory, lock_fd = claim_spool_dir(root)
+    writer = SpoolWriter(directory, max_bytes=cfg.spool_max_bytes, segment_bytes=cfg.spool_segment_bytes,
+                         fsync=cfg.spool_fsync)
+    recorder = SpoolingRecorder(writer)
 
     async def close() -> None:
-        await publisher.close()
+        await recorder.close()
         os.close(lock_fd)
 
     async def readiness() -> dict[str, Any]:
-        # NATS down degrades nothing a client sees: events wait in the spool.
-        return {"ok": publisher.connected, "spool_bytes": spool.size}
+        # NATS or the relay down degrades nothing a client sees: events wait in the spool.
+        status, fresh = relay_state(root)
+        return {"ok": fresh and bool(status.get("connected")), "relay": "running" if fresh else "not running",
+                "spool_bytes": spool_bytes(root)}
 
-    services.add_recorder(EventRecorder(publisher))
-    services.starters.append(publisher.start)
+    services.add_recorder(recorder)
+    services.starters.append(recorder.start)
     services.closers.append(close)
     services.readiness["nats"] = readiness
-    return publisher
+    services.collectors.append(RelayMetrics(root))
+    return recorder

@@ -1,59 +1,95 @@
-"""The disk spool: order, bounds, torn writes, checksums, survival across a reopen."""
+"""The disk spool: order, bounds, torn writes, checksums, restarts, a writer and a reader at once."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
-from appliance.events.spool import Spool
+from appliance.events.spool import SpoolReader, SpoolWriter, pending_bytes
 
 
-def spool(d: Path, **kw: int) -> Spool:
-    return Spool(d, max_bytes=kw.get("max_bytes", 1 << 20), segment_bytes=kw.get("segment_bytes", 256), fsync="always")
+def writer(d: Path, **kw: int) -> SpoolWriter:
+    return SpoolWriter(d, max_bytes=kw.get("max_bytes", 1 << 20), segment_bytes=kw.get("segment_bytes", 256),
+                       fsync="always")
 
 
-def drain(s: Spool) -> list[str]:
+def drain(r: SpoolReader, batch: int = 5) -> list[str]:
     out = []
-    while s.pending():
-        batch = s.read(5)
-        out += [r.msg_id for r in batch]
-        s.ack(batch[-1])
+    while records := r.read(batch):
+        out += [x.key for x in records]
+        r.ack(records[-1])
     return out
 
 
 def test_records_come_back_in_order_across_segments_and_files_go_after_acks(tmp_path: Path) -> None:
-    s = spool(tmp_path)
+    w = writer(tmp_path)
     for i in range(100):
-        assert s.append("pipeline.x", f"m{i}", b'{"i": %d}' % i)
+        assert w.append("chat", f"m{i}", b'{"i": %d}' % i)
+    w.flush()
     assert len(list(tmp_path.glob("*.seg"))) > 5
-    assert drain(s) == [f"m{i}" for i in range(100)]
-    assert s.size == 0 and len(list(tmp_path.glob("*.seg"))) == 1  # only the fresh, empty one
+    r = SpoolReader(tmp_path)
+    assert drain(r) == [f"m{i}" for i in range(100)]
+    assert pending_bytes(tmp_path) == 0
+    assert len(list(tmp_path.glob("*.seg"))) == 1  # only the one the writer still appends to
 
 
-def test_unacked_records_survive_a_reopen(tmp_path: Path) -> None:
-    s = spool(tmp_path)
+def test_unacked_records_survive_a_restart_of_both_sides(tmp_path: Path) -> None:
+    w = writer(tmp_path)
     for i in range(20):
-        s.append("pipeline.x", f"m{i}", b"x")
-    batch = s.read(8)
-    s.ack(batch[-1])
-    s.close()
-    assert drain(spool(tmp_path)) == [f"m{i}" for i in range(8, 20)]
+        w.append("chat", f"m{i}", b"x")
+    r = SpoolReader(tmp_path)
+    batch = r.read(8)
+    r.ack(batch[-1])
+    w.close()
+    w2 = writer(tmp_path)  # a restarted worker writes on in a new segment
+    w2.append("chat", "after-restart", b"y")
+    assert drain(SpoolReader(tmp_path)) == [f"m{i}" for i in range(8, 20)] + ["after-restart"]
 
 
-def test_a_full_spool_refuses(tmp_path: Path) -> None:
-    s = spool(tmp_path, max_bytes=500)
-    accepted = sum(s.append("pipeline.x", f"m{i}", b"y" * 40) for i in range(50))
-    assert 0 < accepted < 50 and s.size <= 500
+def test_a_full_spool_refuses_until_the_reader_catches_up(tmp_path: Path) -> None:
+    w = writer(tmp_path, max_bytes=500)
+    accepted = sum(w.append("chat", f"m{i}", b"y" * 40) for i in range(50))
+    assert 0 < accepted < 50 and w.size <= 500
+    drain(SpoolReader(tmp_path))
+    assert w.append("chat", "room-again", b"y" * 40)  # the writer re-reads the reader's progress
 
 
-def test_a_torn_tail_is_ignored_and_a_bad_checksum_skipped(tmp_path: Path) -> None:
-    s = spool(tmp_path, segment_bytes=1 << 20)
+def test_a_torn_tail_is_skipped_once_the_segment_is_complete_and_a_bad_checksum_too(tmp_path: Path) -> None:
+    w = writer(tmp_path, segment_bytes=1 << 20)
     for i in range(3):
-        s.append("pipeline.x", f"m{i}", b"payload")
-    s.close()
-    seg = next(tmp_path.glob("*.seg"))
+        w.append("chat", f"m{i}", b"payload")
+    w.close()
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
     raw = bytearray(seg.read_bytes())
-    raw[-3] ^= 0xFF          # corrupt the last record's body
-    seg.write_bytes(bytes(raw) + b"\x00\x00\x00\x50\x00")  # and a torn half-record after it
-    s2 = spool(tmp_path, segment_bytes=1 << 20)
-    records = s2.read(10)
-    assert [r.msg_id for r in records] == ["m0", "m1", ""] and s2.corrupt == 1
+    raw[-3] ^= 0xFF  # corrupt the last record's body
+    seg.write_bytes(bytes(raw) + b"\x00\x00\x00\x50\x00")  # and a torn half-record after it (a crash)
+    r = SpoolReader(tmp_path)
+    first = r.read(10)
+    assert [x.key for x in first] == ["m0", "m1", ""] and r.corrupt == 1
+    r.ack(first[-1])
+    assert r.read(10) == []  # the torn record may still be being written: wait
+    w2 = writer(tmp_path, segment_bytes=1 << 20)  # the restarted worker starts a new segment
+    w2.append("chat", "next", b"payload")
+    assert [x.key for x in r.read(10)] == ["next"] and r.corrupt == 2
+
+
+def test_a_writer_and_a_reader_at_once_lose_and_repeat_nothing(tmp_path: Path) -> None:
+    w = SpoolWriter(tmp_path, max_bytes=1 << 30, segment_bytes=4096, fsync="never")
+    n = 5_000
+
+    def write() -> None:
+        for i in range(n):
+            assert w.append("embedding", f"k{i}", b"x" * (i % 50))
+            if i % 37 == 0:
+                w.flush()
+        w.close()
+
+    t = threading.Thread(target=write)
+    t.start()
+    r = SpoolReader(tmp_path)
+    seen: list[str] = []
+    while t.is_alive() or len(seen) < n:
+        seen += drain(r, batch=64)
+    t.join()
+    assert seen == [f"k{i}" for i in range(n)]
+    assert pending_bytes(tmp_path) == 0
