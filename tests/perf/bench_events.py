@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import shutil
 import statistics
 import sys
@@ -63,6 +64,7 @@ def main() -> int:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-ev-"))
+    atexit.register(shutil.rmtree, work, True)  # state, logs and NATS store of this run
     up_port = procs.free_port()
     upstream = start_nginx(work, up_port) if shutil.which("nginx") else start_python_upstream(up_port)
     nats = EmbeddedNats(work / "nats")

@@ -12,6 +12,7 @@ non-streaming, <= 0.6 ms added p50 at 1 connection.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -139,6 +140,7 @@ def main() -> int:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-gw-"))
+    atexit.register(shutil.rmtree, work, True)  # state, logs and NATS store of this run
     up_port = procs.free_port()
     upstream = start_nginx(work, up_port) if shutil.which("nginx") else start_python_upstream(up_port)
     upstream_kind = "nginx" if shutil.which("nginx") else "python"
