@@ -142,11 +142,13 @@ class EventSettings(_Strict):
     spool_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
     spool_segment_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     spool_fsync: Literal["always", "batch", "never"] = "batch"
+    spool_fsync_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     publish_timeout_s: Annotated[float, Field(gt=0)] = 2.0
     duplicate_window_s: Annotated[int, Field(gt=0)] = 7200
     relay_batch: Annotated[int, Field(ge=1, le=10_000)] = 512
-    relay_poll_s: Annotated[float, Field(gt=0, le=5)] = 0.02
+    relay_poll_s: Annotated[float, Field(gt=0, le=5)] = 0.1
     relay_drain_s: Annotated[float, Field(ge=0)] = 10.0
+    relay_nice: Annotated[int, Field(ge=0, le=19)] = 10
     persister_batch: Annotated[int, Field(ge=1, le=10_000)] = 500
     persister_max_deliveries: Annotated[int, Field(ge=1)] = 5
     persister_listen: str = "127.0.0.1:9102"

@@ -8,7 +8,7 @@ response and never raises into it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -119,19 +119,23 @@ class FanoutRecorder:
 
     def __init__(self, *recorders: Recorder) -> None:
         self.recorders = recorders
+        self._chat = [r.chat for r in recorders]
+        self._embedding = [r.embedding for r in recorders]
+        self._retrieval = [r.retrieval for r in recorders]
 
     def chat(self, outcome: ChatOutcome) -> None:
-        self._each("chat", outcome)
+        _each(self._chat, outcome)
 
     def embedding(self, outcome: EmbeddingOutcome) -> None:
-        self._each("embedding", outcome)
+        _each(self._embedding, outcome)
 
     def retrieval(self, outcome: RetrievalOutcome) -> None:
-        self._each("retrieval", outcome)
+        _each(self._retrieval, outcome)
 
-    def _each(self, kind: str, outcome: object) -> None:
-        for recorder in self.recorders:
-            try:
-                getattr(recorder, kind)(outcome)
-            except Exception:  # a recorder must never break a response
-                logging.getLogger(__name__).exception("recorder failed", extra={"recorder": type(recorder).__name__})
+
+def _each(receivers: Sequence[Callable[[Any], None]], outcome: object) -> None:
+    for receive in receivers:
+        try:
+            receive(outcome)
+        except Exception:  # a recorder must never break a response
+            logging.getLogger(__name__).exception("recorder failed", extra={"recorder": repr(receive)})

@@ -34,10 +34,20 @@ def encode(outcome: object) -> bytes:
     return orjson.dumps(outcome, default=str)
 
 
+_NAMES: dict[type[Any], frozenset[str]] = {}
+
+
+def _names(cls: type[Any]) -> frozenset[str]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _build(cls: type[T], data: Mapping[str, Any], **nested: Any) -> T:
     """`cls` from a JSON object, ignoring fields it does not know (a record from a newer
     version) and leaving out missing ones to their defaults (an older one)."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = _names(cls)
     return cls(**{k: v for k, v in data.items() if k in names}, **nested)
 
 

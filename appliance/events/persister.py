@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from aiohttp import web
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
@@ -103,6 +104,12 @@ class Persister:
                 msgs = await sub.fetch(self.cfg.persister_batch, timeout=1)
             except (TimeoutError, NatsTimeout):
                 continue
+            except NatsError as exc:  # NATS restarting (503, connection closed): wait it out
+                self.nats_ok = False
+                log.warning("NATS unavailable; retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(1)
+                continue
+            self.nats_ok = True
             try:
                 await self._store(conn, msgs)
                 self.db_ok = True

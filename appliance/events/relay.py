@@ -74,7 +74,7 @@ def slot_in_use(directory: Path) -> bool:
 
 class Relay:
     def __init__(self, root: Path, url: str, *, batch: int, publish_timeout_s: float, duplicate_window_s: float,
-                 poll_s: float = 0.02, retry_s: float = 1.0, drain_s: float = 10.0,
+                 poll_s: float = 0.1, retry_s: float = 1.0, drain_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.root = root
         self._url = url
@@ -125,6 +125,8 @@ class Relay:
                         await asyncio.wait_for(stop.wait(), self._poll if self.connected else self._retry)
         finally:
             await self._close()
+            for reader in self._readers.values():
+                reader.save()
             self._write_status(force=True)
 
     async def _connect(self) -> None:
@@ -241,6 +243,8 @@ class Relay:
         if not force and now - self._status_at < STATUS_EVERY_S:
             return
         self._status_at = now
+        for reader in self._readers.values():
+            reader.save()
         self.status.ts = time.time()
         self.status.connected = self.connected
         self.status.spool_bytes = self._spool_bytes()

@@ -48,6 +48,9 @@ def run(settings: Settings) -> int:
     if not settings.nats_url:
         print("config error: APPLIANCE_NATS_URL: the relay needs NATS", flush=True)
         return 2
+    # Serving comes first: when the CPU is short the relay yields and the spool absorbs the
+    # difference; it catches up as soon as there is room (on an idle core, at once).
+    os.nice(settings.events.relay_nice)
     asyncio.run(_main(relay_for(settings)))
     return 0
 

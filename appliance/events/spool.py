@@ -60,9 +60,10 @@ def read_cursor(directory: Path) -> tuple[int, int]:
         return (first[0] if first else 1), 0
 
 
-def pending_bytes(directory: Path) -> int:
-    """Bytes of records written (and flushed) but not acknowledged, from the files alone."""
-    seq, offset = read_cursor(directory)
+def pending_bytes(directory: Path, cursor: tuple[int, int] | None = None) -> int:
+    """Bytes of records written (and flushed) but not acknowledged: behind `cursor`, or the
+    one in the cursor file."""
+    seq, offset = cursor or read_cursor(directory)
     total = 0
     for s in segments(directory):
         if s >= seq:
@@ -73,9 +74,6 @@ def pending_bytes(directory: Path) -> int:
     return max(total, 0)
 
 
-def frame(kind: str, key: str, data: bytes) -> bytes:
-    body = kind.encode() + b"\n" + key.encode() + b"\n" + data
-    return _HEAD.pack(len(body), zlib.crc32(body)) + body
 
 
 class SpoolWriter:
@@ -106,12 +104,18 @@ class SpoolWriter:
         return self._pending + len(self._buf)
 
     def append(self, kind: str, key: str, data: bytes) -> bool:
-        record = frame(kind, key, data)
-        if self.size + len(record) > self._max:
+        """Add a record (in memory until the next flush): False when the spool is full.
+        Built in place: this runs on the serving path for every outcome."""
+        prefix = f"{kind}\n{key}\n".encode()
+        length = len(prefix) + len(data)
+        if self._pending + len(self._buf) + length + _HEAD.size > self._max:
             self._refresh_size()
-            if self.size + len(record) > self._max:
+            if self.size + length + _HEAD.size > self._max:
                 return False
-        self._buf += record
+        buf = self._buf
+        buf += _HEAD.pack(length, zlib.crc32(data, zlib.crc32(prefix)))
+        buf += prefix
+        buf += data
         if self.fsync_policy == "always":
             self.flush()
             self.sync()
@@ -165,19 +169,27 @@ class SpoolWriter:
 
 
 class SpoolReader:
-    """Reads records from the cursor on and acknowledges them (the relay's side)."""
+    """Reads records from the cursor on and acknowledges them (the relay's side).
 
-    def __init__(self, directory: Path) -> None:
+    The cursor file is rewritten at most every `save_every_s` (and by `save()`, and when a
+    segment is deleted): after a crash the records acknowledged since are read and
+    published again, and JetStream drops them by `Nats-Msg-Id`.
+    """
+
+    def __init__(self, directory: Path, *, save_every_s: float = 1.0) -> None:
         self.dir = directory
         self.corrupt = 0
         self._cursor = read_cursor(directory)
+        self._saved = self._cursor
+        self._save_every = save_every_s
+        self._saved_at = time.monotonic()
 
     @property
     def cursor(self) -> tuple[int, int]:
         return self._cursor
 
     def size(self) -> int:
-        return pending_bytes(self.dir)
+        return pending_bytes(self.dir, self._cursor)
 
     def end(self) -> tuple[int, int]:
         """Position just past everything written so far."""
@@ -246,14 +258,22 @@ class SpoolReader:
     def ack(self, record: Record) -> None:
         """Everything up to and including `record` is done with: move the cursor, delete the
         segments wholly behind it."""
-        for s in segments(self.dir):
-            if s >= record.segment:
-                break
+        behind = [s for s in segments(self.dir) if s < record.segment]
+        self._set_cursor(record.segment, record.end, save=bool(behind))
+        for s in behind:  # after the cursor moved past them on disk
             segment_path(self.dir, s).unlink(missing_ok=True)
-        self._set_cursor(record.segment, record.end)
 
-    def _set_cursor(self, seq: int, offset: int) -> None:
+    def _set_cursor(self, seq: int, offset: int, *, save: bool = True) -> None:
         self._cursor = (seq, offset)
+        if save or time.monotonic() - self._saved_at >= self._save_every:
+            self.save()
+
+    def save(self) -> None:
+        """Write the cursor file (atomically) if it moved since the last time."""
+        if self._cursor == self._saved:
+            return
         tmp = self.dir / "cursor.tmp"
-        tmp.write_text(f"{seq} {offset}")
+        tmp.write_text(f"{self._cursor[0]} {self._cursor[1]}")
         os.replace(tmp, self.dir / "cursor")
+        self._saved = self._cursor
+        self._saved_at = time.monotonic()

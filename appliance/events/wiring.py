@@ -52,7 +52,7 @@ def add_events(services: Services) -> SpoolingRecorder | None:
     directory, lock_fd = claim_spool_dir(root)
     writer = SpoolWriter(directory, max_bytes=cfg.spool_max_bytes, segment_bytes=cfg.spool_segment_bytes,
                          fsync=cfg.spool_fsync)
-    recorder = SpoolingRecorder(writer)
+    recorder = SpoolingRecorder(writer, fsync_interval_s=cfg.spool_fsync_interval_s)
 
     async def close() -> None:
         await recorder.close()
