@@ -146,7 +146,7 @@ class EventSettings(_Strict):
     publish_timeout_s: Annotated[float, Field(gt=0)] = 2.0
     duplicate_window_s: Annotated[int, Field(gt=0)] = 7200
     relay_batch: Annotated[int, Field(ge=1, le=10_000)] = 512
-    relay_poll_s: Annotated[float, Field(gt=0, le=5)] = 0.1
+    relay_poll_s: Annotated[float, Field(gt=0, le=5)] = 0.25
     relay_drain_s: Annotated[float, Field(ge=0)] = 10.0
     relay_nice: Annotated[int, Field(ge=0, le=19)] = 10
     persister_batch: Annotated[int, Field(ge=1, le=10_000)] = 500
