@@ -42,9 +42,13 @@ def cmd_inference(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from appliance.server import prepare_metrics
+
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
+    prepare_metrics(settings)  # before `up` imports what counts
     from appliance.up import run
 
-    return run(_settings(args, host=args.host, port=args.port, workers=args.workers))
+    return run(settings)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -11,8 +11,7 @@ from granian.constants import Interfaces, Loops
 
 from appliance import logs
 from appliance.config import Settings
-from appliance.events.relay_process import RelaySupervisor
-from appliance.events.wiring import events_on
+from appliance.events.relay_process import RelaySupervisor, events_on
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +30,25 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def prepare_metrics(settings: Settings) -> None:
+    """With several workers each counts on its own and /metrics sums them from files.
+
+    Must run before anything in this process imports prometheus_client: it picks its value
+    class at import, and the workers are forked from here (`appliance up` calls it first).
+    """
+    if settings.workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    metrics_dir = settings.state_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+
 def serve(settings: Settings) -> int:
     logs.configure(settings.log_level)
     os.environ.pop("APPLIANCE_CONFIG", None)
     os.environ.update(worker_env(settings))
-    if settings.workers > 1:
-        # Each worker counts on its own; /metrics sums them from files here.
-        metrics_dir = settings.state_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True, exist_ok=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    prepare_metrics(settings)
     log.info("starting gateway", extra={"host": settings.host, "port": settings.port, "workers": settings.workers,
                                         "catalog": str(settings.config) if settings.config else None})
     server = Granian(

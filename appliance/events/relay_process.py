@@ -27,6 +27,10 @@ RESTART_DELAY_S = 1.0
 PARENT_CHECK_S = 1.0
 
 
+def events_on(settings: Settings) -> bool:
+    return settings.events.enabled and bool(settings.nats_url)
+
+
 def relay_command() -> list[str]:
     """How to run `appliance relay` with this interpreter (or this frozen binary)."""
     if getattr(sys, "frozen", False):

@@ -11,18 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.events.metrics import RelayMetrics, relay_state, spool_bytes
 from appliance.events.recorder import SpoolingRecorder
+from appliance.events.relay_process import events_on
 from appliance.events.spool import SpoolWriter
 
 if TYPE_CHECKING:
-    from appliance.config import Settings
     from appliance.services import Services
 
 log = logging.getLogger(__name__)
 MAX_SLOTS = 64
-
-
-def events_on(settings: Settings) -> bool:
-    return settings.events.enabled and bool(settings.nats_url)
 
 
 def claim_spool_dir(root: Path) -> tuple[Path, int]:
