@@ -52,7 +52,7 @@ from appliance.rag.wiring import build_knowledge
 WS = "bench"
 DIM = 384
 HNSW = ("CREATE INDEX document_chunks_embedding_hnsw ON document_chunks"
-        " USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+        " USING hnsw (embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")
 
 
 def vocabulary() -> list[str]:
@@ -131,7 +131,7 @@ async def real_vectors(inference: Inference, texts: list[str], cache: Path, row:
 
 
 def load_corpus(url: str, texts: list[str], vectors: np.ndarray, row: Callable[[str], None],
-                token_vectors: bool) -> None:
+                token_vectors: bool, hnsw: tuple[int, int] = (16, 64)) -> None:
     """n chunks in workspace WS (10 per document), bulk: drop the HNSW index, COPY, re-index.
     With `token_vectors`, each chunk also gets 200 synthetic int8 token vectors (77 kB, from a
     pool of 256 random ones: only their size matters for latency), in an UNLOGGED table."""
@@ -169,9 +169,9 @@ def load_corpus(url: str, texts: list[str], vectors: np.ndarray, row: Callable[[
             row(f"  COPY of {n} token-vector rows ({n * 200 * DIM / 1e9:.1f} GB): {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '1GB'")
-        conn.execute(HNSW)
+        conn.execute(HNSW.format(m=hnsw[0], ef_construction=hnsw[1]))
         conn.execute("ANALYZE document_chunks")
-        row(f"  HNSW index build (m=16, ef_construction=64): {time.perf_counter() - started:.1f} s")
+        row(f"  HNSW index build (m={hnsw[0]}, ef_construction={hnsw[1]}): {time.perf_counter() - started:.1f} s")
 
 
 def recall(url: str, queries: np.ndarray, efs: Sequence[int], k: int = 10) -> dict[int, tuple[float, float]]:
@@ -251,7 +251,7 @@ async def run(args: argparse.Namespace, url: str) -> None:
             vectors = synthetic_vectors(args.chunks, seed=2)
             held_out = synthetic_vectors(args.recall_queries, seed=99)
         row(f"loading {args.chunks} chunks into workspace '{WS}' ...")
-        load_corpus(url, texts, vectors, row, args.token_vectors)
+        load_corpus(url, texts, vectors, row, args.token_vectors, (args.hnsw_m, args.hnsw_ef_construction))
 
         # 3. recall@10 and SQL latency per ef_search
         rec = recall(url, held_out, efs)
@@ -306,6 +306,8 @@ def main() -> None:
                         help="do not load the 7.7 GB of token vectors for 100k chunks")
     parser.add_argument("--real-vectors", action="store_true",
                         help="embed each chunk's first 32 words for real (~4 min per 100k idle; cached)")
+    parser.add_argument("--hnsw-m", type=int, default=16, help="index build parameter (the migration's: 16)")
+    parser.add_argument("--hnsw-ef-construction", type=int, default=64, help="index build parameter (the migration's: 64)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "appliance-bench"))
     parser.add_argument("--database-url", help="an existing database (default: an embedded one in a tmp dir)")
     args = parser.parse_args()
