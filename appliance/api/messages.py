@@ -1,0 +1,75 @@
+"""POST /v1/messages: the Anthropic Messages API over the same chat path as /v1/chat/completions.
+
+The body is translated once to an OpenAI chat body, planned and answered by `ChatService`
+(model routing, retrieval with `x-workspace`, recording), and the answer translated back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import falcon
+import falcon.asgi
+import orjson
+
+from appliance.anthropic.messages import error_event, from_openai, to_openai, validate_messages
+from appliance.anthropic.stream import StreamTranslator
+from appliance.api.chat import _overhead, _plan_headers, _top_k, watch_disconnect
+from appliance.api.errors import anthropic_type, read_json
+from appliance.domain.chat import ChatRequest, ChatService
+from appliance.domain.errors import ApplianceError
+
+
+class Messages:
+    def __init__(self, chat: ChatService, *, max_body_bytes: int, finish: Callable[[falcon.asgi.Request, int], None]) -> None:
+        self._chat = chat
+        self._max_body = max_body_bytes
+        self._finish = finish
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_json(req, self._max_body)
+        model, stream = validate_messages(body)
+        req.context.model = model
+        creq = ChatRequest(to_openai(body), model, stream, req.context.cid, workspace=req.get_header("x-workspace"),
+                           rag_top_k=_top_k(req), received_at=req.context.started)
+        plan = await self._chat.plan(creq)
+        req.context.backend = plan.target.backend
+        _plan_headers(resp, plan)
+        if not stream:
+            reply = await self._chat.complete(creq, plan)
+            resp.data = orjson.dumps(from_openai(reply.body, model))
+            resp.content_type = falcon.MEDIA_JSON
+            _overhead(resp, creq, reply.upstream_ms)
+            return
+        events, upstream_ms = await self._chat.open_stream(creq, plan)
+        resp.content_type = "text/event-stream"
+        resp.set_header("Cache-Control", "no-cache")
+        resp.set_header("X-Accel-Buffering", "no")
+        _overhead(resp, creq, upstream_ms)
+        req.context.defer_log = True
+        resp.stream = self._relay(req, events, StreamTranslator(model))
+
+    async def _relay(self, req: falcon.asgi.Request, events: AsyncIterator[bytes],
+                     translator: StreamTranslator) -> AsyncIterator[bytes]:
+        status = 200
+        watcher = watch_disconnect(req)
+        try:
+            async for data in events:
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue  # a backend's non-JSON event (a comment, a stray [DONE]) has no Anthropic form
+                if isinstance(chunk, dict) and (out := translator.feed(chunk)):
+                    yield b"".join(out)
+            yield b"".join(translator.finish())
+        except ApplianceError as exc:
+            # Headers are gone already: the failure travels as an SSE error event.
+            status = exc.status
+            yield error_event(anthropic_type(exc.status), exc.message)
+        except BaseException:
+            status = 499
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            self._finish(req, status)
