@@ -8,30 +8,44 @@ a new one whenever the kind (or the tool call) changes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from appliance.anthropic.messages import message_id, sse_event, stop_reason
+from appliance.anthropic.messages import matched_stop, stop_reason
+
+
+def sse_event(name: str, data: Mapping[str, Any]) -> bytes:
+    """One Messages API SSE event: `event: NAME` and a one-line JSON `data`."""
+    return b"event: " + name.encode() + b"\ndata: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+def error_event(kind: str, message: str) -> bytes:
+    """The `error` event that ends a stream whose headers have already gone out."""
+    return sse_event("error", {"type": "error", "error": {"type": kind, "message": message}})
 
 
 class StreamTranslator:
     """Feed each decoded OpenAI chunk to `feed`, then call `finish` once; both return SSE bytes."""
 
-    __slots__ = ("_blocks", "_input_tokens", "_model", "_open", "_output_tokens", "_started",
-                 "_stop_reason", "_tools")
+    __slots__ = ("_blocks", "_finish", "_id", "_input_tokens", "_matched", "_model", "_open", "_output_tokens",
+                 "_started", "_stops", "_tools")
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, message_id: str, stop_sequences: Sequence[str] = ()) -> None:
         self._model = model
+        self._id = message_id
+        self._stops = stop_sequences
         self._started = False
         self._blocks = 0  # content blocks started so far; the next one's index
         self._open: tuple[str, int] | None = None  # ("text", -1) or ("tool", openai index)
         self._tools: dict[int, int] = {}  # OpenAI tool-call index -> block index
-        self._stop_reason: str | None = None
+        self._finish: str | None = None
+        self._matched: Any = None
         self._input_tokens: int | None = None
         self._output_tokens = 0
 
     def feed(self, chunk: Mapping[str, Any]) -> list[bytes]:
-        out = self._start(chunk.get("id"))
+        out = self._start()
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._input_tokens = int(usage.get("prompt_tokens") or 0)
@@ -48,29 +62,32 @@ class StreamTranslator:
             for call in delta.get("tool_calls") or ():
                 out += self._tool_fragment(call)
             if choice.get("finish_reason"):
-                self._stop_reason = stop_reason(choice["finish_reason"])
+                self._finish = choice["finish_reason"]
+                self._matched = matched_stop(choice)
         return out
 
     def finish(self) -> list[bytes]:
-        out = self._start(None)
+        out = self._start()
         out += self._close_block()
+        reason, sequence = stop_reason(self._finish, self._matched, tool_use=bool(self._tools),
+                                       stop_sequences=self._stops)
         usage: dict[str, int] = {"output_tokens": self._output_tokens}
         if self._input_tokens is not None:
             usage["input_tokens"] = self._input_tokens
         out.append(sse_event("message_delta", {
             "type": "message_delta",
-            "delta": {"stop_reason": self._stop_reason or "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": reason, "stop_sequence": sequence},
             "usage": usage,
         }))
         out.append(sse_event("message_stop", {"type": "message_stop"}))
         return out
 
-    def _start(self, upstream_id: Any) -> list[bytes]:
+    def _start(self) -> list[bytes]:
         if self._started:
             return []
         self._started = True
         return [sse_event("message_start", {"type": "message_start", "message": {
-            "id": message_id(upstream_id), "type": "message", "role": "assistant", "model": self._model,
+            "id": self._id, "type": "message", "role": "assistant", "model": self._model,
             "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": self._input_tokens or 0, "output_tokens": 0},
         }})]

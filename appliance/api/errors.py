@@ -13,7 +13,7 @@ import falcon
 import falcon.asgi
 import orjson
 
-from appliance.anthropic.messages import MessagesError
+from appliance.anthropic.errors import WireError as MessagesWireError
 from appliance.domain.errors import ApplianceError, PayloadTooLarge, UpstreamError
 from appliance.openai.errors import WireError
 
@@ -57,7 +57,7 @@ async def on_appliance_error(req: falcon.asgi.Request, resp: falcon.asgi.Respons
     render(req, resp, ex.status, ex.message, ex.type, ex.param, ex.code)
 
 
-async def on_wire_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: WireError | MessagesError,
+async def on_wire_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: WireError | MessagesWireError,
                         params: dict[str, Any]) -> None:
     render(req, resp, 400, ex.message, "invalid_request_error", ex.param, None)
 
@@ -87,7 +87,7 @@ def install(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]) -> 
     app.add_error_handler(Exception, on_unexpected)
     app.add_error_handler(falcon.HTTPError, on_http_error)
     app.add_error_handler(WireError, on_wire_error)
-    app.add_error_handler(MessagesError, on_wire_error)
+    app.add_error_handler(MessagesWireError, on_wire_error)
     app.add_error_handler(ApplianceError, on_appliance_error)
 
 

@@ -12,8 +12,8 @@ import falcon
 import falcon.asgi
 import orjson
 
-from appliance.anthropic.messages import error_event, from_openai, to_openai, validate_messages
-from appliance.anthropic.stream import StreamTranslator
+from appliance.anthropic.messages import message_response, parse_messages
+from appliance.anthropic.stream import StreamTranslator, error_event
 from appliance.api.chat import _overhead, _plan_headers, _top_k, watch_disconnect
 from appliance.api.errors import anthropic_type, read_json
 from appliance.domain.chat import ChatRequest, ChatService
@@ -27,17 +27,22 @@ class Messages:
         self._finish = finish
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await read_json(req, self._max_body)
-        model, stream = validate_messages(body)
+        call = parse_messages(await read_json(req, self._max_body))
+        model, stream = call.model, call.stream
         req.context.model = model
-        creq = ChatRequest(to_openai(body), model, stream, req.context.cid, workspace=req.get_header("x-workspace"),
+        body = {**call.body, **call.extensions}  # top_k: vLLM, llama.cpp and SGLang take it
+        if stream:  # relayed, not dropped: message_delta reports the counts
+            body["stream_options"] = {"include_usage": True}
+        creq = ChatRequest(body, model, stream, req.context.cid, workspace=req.get_header("x-workspace"),
                            rag_top_k=_top_k(req), received_at=req.context.started)
+        message_id = f"msg_{req.context.cid}"
         plan = await self._chat.plan(creq)
         req.context.backend = plan.target.backend
         _plan_headers(resp, plan)
         if not stream:
             reply = await self._chat.complete(creq, plan)
-            resp.data = orjson.dumps(from_openai(reply.body, model))
+            resp.data = orjson.dumps(message_response(reply.body, model=model, message_id=message_id,
+                                                      stop_sequences=call.stop_sequences))
             resp.content_type = falcon.MEDIA_JSON
             _overhead(resp, creq, reply.upstream_ms)
             return
@@ -47,7 +52,7 @@ class Messages:
         resp.set_header("X-Accel-Buffering", "no")
         _overhead(resp, creq, upstream_ms)
         req.context.defer_log = True
-        resp.stream = self._relay(req, events, StreamTranslator(model))
+        resp.stream = self._relay(req, events, StreamTranslator(model, message_id, call.stop_sequences))
 
     async def _relay(self, req: falcon.asgi.Request, events: AsyncIterator[bytes],
                      translator: StreamTranslator) -> AsyncIterator[bytes]:
