@@ -7,6 +7,7 @@ The body is translated once to an OpenAI chat body, planned and answered by `Cha
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import falcon
 import falcon.asgi
@@ -31,8 +32,6 @@ class Messages:
         model, stream = call.model, call.stream
         req.context.model = model
         body = {**call.body, **call.extensions}  # top_k: vLLM, llama.cpp and SGLang take it
-        if stream:  # relayed, not dropped: message_delta reports the counts
-            body["stream_options"] = {"include_usage": True}
         creq = ChatRequest(body, model, stream, req.context.cid, workspace=req.get_header("x-workspace"),
                            rag_top_k=_top_k(req), received_at=req.context.started)
         message_id = f"msg_{req.context.cid}"
@@ -46,25 +45,21 @@ class Messages:
             resp.content_type = falcon.MEDIA_JSON
             _overhead(resp, creq, reply.upstream_ms)
             return
-        events, upstream_ms = await self._chat.open_stream(creq, plan)
+        chunks, upstream_ms = await self._chat.open_chunks(creq, plan)
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
         _overhead(resp, creq, upstream_ms)
         req.context.defer_log = True
-        resp.stream = self._relay(req, events, StreamTranslator(model, message_id, call.stop_sequences))
+        resp.stream = self._relay(req, chunks, StreamTranslator(model, message_id, call.stop_sequences))
 
-    async def _relay(self, req: falcon.asgi.Request, events: AsyncIterator[bytes],
+    async def _relay(self, req: falcon.asgi.Request, chunks: AsyncIterator[dict[str, Any]],
                      translator: StreamTranslator) -> AsyncIterator[bytes]:
         status = 200
         watcher = watch_disconnect(req)
         try:
-            async for data in events:
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    continue  # a backend's non-JSON event (a comment, a stray [DONE]) has no Anthropic form
-                if isinstance(chunk, dict) and (out := translator.feed(chunk)):
+            async for chunk in chunks:  # usage chunk included: message_delta reports the counts
+                if out := translator.feed(chunk):
                     yield b"".join(out)
             yield b"".join(translator.finish())
         except ApplianceError as exc:

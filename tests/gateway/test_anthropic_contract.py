@@ -40,12 +40,21 @@ def test_system_prompt_and_sampling_reach_the_backend(gateway: Gateway, llm: Fak
     client(gateway).messages.create(
         model="qwen3-8b", max_tokens=10, system="You are terse.", messages=MESSAGES,
         stop_sequences=["END"], metadata={"user_id": "u-1"},
-        extra_body={"temperature": 0.2, "top_p": 0.9})  # this client version has no sampling arguments
+        extra_body={"temperature": 0.2, "top_p": 0.9, "top_k": 5})  # this client version has no sampling arguments
     sent = llm.requests()[-1]
     assert sent["messages"][0] == {"role": "system", "content": "You are terse."}
     assert sent["messages"][1] == {"role": "user", "content": "hello there"}
     assert sent["temperature"] == 0.2 and sent["top_p"] == 0.9
-    assert sent["stop"] == ["END"] and sent["user"] == "u-1"
+    assert sent["stop"] == ["END"] and sent["user"] == "u-1" and sent["top_k"] == 5
+
+
+def test_x_workspace_takes_the_chat_path(gateway: Gateway, llm: FakeLLM) -> None:
+    raw = client(gateway).messages.with_raw_response.create(
+        model="coder", max_tokens=8, messages=MESSAGES, extra_headers={"x-workspace": "notes"})
+    assert raw.parse().content[0].text == TEXT  # type: ignore[union-attr]
+    # The session gateway has no knowledge store: the same fallback as /v1/chat/completions.
+    assert raw.headers["x-appliance-route"] == "direct"
+    assert "without retrieval" in raw.headers["x-appliance-warning"]
 
 
 def test_stream_text_deltas_add_up_to_the_final_message(gateway: Gateway, llm: FakeLLM) -> None:
