@@ -17,7 +17,7 @@ from appliance.anthropic.messages import matched_stop, stop_reason
 
 def sse_event(name: str, data: Mapping[str, Any]) -> bytes:
     """One Messages API SSE event: `event: NAME` and a one-line JSON `data`."""
-    return b"event: " + name.encode() + b"\ndata: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+    return b"event: " + name.encode() + b"\ndata: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
 def error_event(kind: str, message: str) -> bytes:

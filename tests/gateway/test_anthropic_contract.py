@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,17 @@ def test_upstream_dropping_mid_stream_ends_with_an_error_event(gateway: Gateway,
             client(gateway).messages.stream(model="coder", max_tokens=64, messages=MESSAGES) as stream:
         seen.extend(stream.text_stream)
     assert "".join(seen) == "tok0 tok1 tok2"
+
+
+def test_closing_the_stream_cancels_the_upstream(gateway: Gateway, llm: FakeLLM) -> None:
+    llm.control(tokens=200, delay_ms=20)
+    with client(gateway).messages.stream(model="coder", max_tokens=512, messages=MESSAGES) as stream:
+        assert next(iter(stream.text_stream)) == "tok0"
+    # 200 tokens x 20 ms = 4 s if the gateway kept reading; it must drop the upstream well before.
+    deadline = time.monotonic() + 3.0
+    while llm.stats()["cancelled"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert llm.stats() == {"cancelled": 1, "completed": 0}
 
 
 def test_api_key_in_x_api_key_header(tmp_path: Path, fake_llm: FakeLLM) -> None:

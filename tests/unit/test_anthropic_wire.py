@@ -196,3 +196,9 @@ def test_length_finish_and_other_choices_ignored() -> None:
 def test_error_event_shape() -> None:
     [(name, payload)] = parse([error_event("overloaded_error", "busy")])
     assert name == "error" and payload == {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+
+
+def test_events_are_one_line_utf8() -> None:
+    [raw] = StreamTranslator("m", "msg_1").feed(chunk({"content": "naïve\nline"}))[2:3]
+    assert raw == ('event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                   '"delta":{"type":"text_delta","text":"naïve\\nline"}}\n\n').encode()
