@@ -12,6 +12,7 @@ from appliance.api.asgi_scope import ReceiveInScope
 from appliance.api.chat import ChatCompletions
 from appliance.api.health import HealthResource, ReadyResource
 from appliance.api.lifecycle import Lifecycle
+from appliance.api.messages import Messages
 from appliance.api.metrics import MetricsResource
 from appliance.api.middleware import RequestContext
 from appliance.api.models import ModelsResource
@@ -34,6 +35,8 @@ def create_app(settings: Settings, services: Services) -> ReceiveInScope:
 
     app.add_route("/v1/chat/completions", ChatCompletions(services.chat, max_body_bytes=settings.max_body_bytes,
                                                           finish=context.finish))
+    app.add_route("/v1/messages", Messages(services.chat, max_body_bytes=settings.max_body_bytes,
+                                           finish=context.finish))
     models = ModelsResource(services.directory)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")

@@ -13,6 +13,7 @@ import falcon
 import falcon.asgi
 import orjson
 
+from appliance.anthropic.errors import WireError as MessagesWireError
 from appliance.domain.errors import ApplianceError, PayloadTooLarge, UpstreamError
 from appliance.openai.errors import WireError
 
@@ -26,10 +27,14 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     529: "overloaded_error"}
 
 
+def anthropic_type(status: int) -> str:
+    """The Messages API error type for an HTTP status."""
+    return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
 def error_payload(path: str, status: int, message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
     if path.startswith("/v1/messages"):
-        kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-        return {"type": "error", "error": {"type": kind, "message": message}}
+        return {"type": "error", "error": {"type": anthropic_type(status), "message": message}}
     if path.startswith("/api/"):
         return {"error": message}
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
@@ -52,7 +57,7 @@ async def on_appliance_error(req: falcon.asgi.Request, resp: falcon.asgi.Respons
     render(req, resp, ex.status, ex.message, ex.type, ex.param, ex.code)
 
 
-async def on_wire_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: WireError,
+async def on_wire_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: WireError | MessagesWireError,
                         params: dict[str, Any]) -> None:
     render(req, resp, 400, ex.message, "invalid_request_error", ex.param, None)
 
@@ -82,6 +87,7 @@ def install(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]) -> 
     app.add_error_handler(Exception, on_unexpected)
     app.add_error_handler(falcon.HTTPError, on_http_error)
     app.add_error_handler(WireError, on_wire_error)
+    app.add_error_handler(MessagesWireError, on_wire_error)
     app.add_error_handler(ApplianceError, on_appliance_error)
 
 

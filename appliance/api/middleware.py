@@ -74,7 +74,7 @@ class RequestContext:
         if auth and auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
         if not token:
-            raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
+            raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
         if hashlib.sha256(token.encode()).hexdigest() not in self._keys:
             raise Unauthorized("Invalid API key")
 

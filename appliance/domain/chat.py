@@ -145,14 +145,24 @@ class ChatService:
     async def open_stream(self, req: ChatRequest, plan: ChatPlan) -> tuple[AsyncIterator[bytes], float]:
         """Open the upstream stream; returns the client-bound payload iterator and the time the
         backend took to answer. Errors before the first byte raise here."""
+        upstream, started = await self._open(req, plan)
+        return self._relay(req, plan, upstream, started), (self._clock() - started) * 1000
+
+    async def open_chunks(self, req: ChatRequest, plan: ChatPlan) -> tuple[AsyncIterator[dict[str, Any]], float]:
+        """Like `open_stream`, for a responder that re-encodes the answer in another protocol
+        (Anthropic, Ollama): yields every upstream `chat.completion.chunk` decoded, the usage
+        chunk included and model names untouched. Recorded like `open_stream`."""
+        upstream, started = await self._open(req, plan)
+        return self._decoded(req, plan, upstream, started), (self._clock() - started) * 1000
+
+    async def _open(self, req: ChatRequest, plan: ChatPlan) -> tuple[UpstreamStream, float]:
         backend = self._backends[plan.target.backend]
         started = self._clock()
         try:
-            upstream = await backend.open_stream(plan.payload)
+            return await backend.open_stream(plan.payload), started
         except ApplianceError as exc:
             self._record(req, plan, Tally(), started, exc.status, exc.message, streaming=True)
             raise
-        return self._relay(req, plan, upstream, started), (self._clock() - started) * 1000
 
     async def _relay(self, req: ChatRequest, plan: ChatPlan, upstream: UpstreamStream, started: float) -> AsyncIterator[bytes]:
         tally = Tally()
@@ -180,6 +190,31 @@ class ChatService:
                     yield dumps(chunk)
                 else:
                     yield data
+        except ApplianceError as exc:
+            status, error = exc.status, exc.message
+            raise
+        except BaseException:
+            status, error = 499, "client disconnected"
+            raise
+        finally:
+            await upstream.aclose()
+            self._record(req, plan, tally, started, status, error, streaming=True)
+
+    async def _decoded(self, req: ChatRequest, plan: ChatPlan, upstream: UpstreamStream,
+                       started: float) -> AsyncIterator[dict[str, Any]]:
+        tally = Tally()
+        loads = self._codec.loads
+        status, error = 200, None
+        try:
+            async for data in upstream:
+                try:
+                    chunk = loads(data)
+                except ValueError:
+                    log.debug("skipping an upstream event that is not JSON", extra={"backend": plan.target.backend})
+                    continue
+                if isinstance(chunk, dict):
+                    tally.add_chunk(chunk, self._clock())
+                    yield chunk
         except ApplianceError as exc:
             status, error = exc.status, exc.message
             raise
