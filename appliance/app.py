@@ -7,7 +7,7 @@ import falcon.asgi
 import falcon.media
 import orjson
 
-from appliance.api import embeddings, errors, knowledge
+from appliance.api import embeddings, errors, knowledge, ollama
 from appliance.api.asgi_scope import ReceiveInScope
 from appliance.api.chat import ChatCompletions
 from appliance.api.health import HealthResource, ReadyResource
@@ -45,4 +45,5 @@ def create_app(settings: Settings, services: Services) -> ReceiveInScope:
     app.add_route("/metrics", MetricsResource(services.collectors))
     embeddings.add_routes(app, services)
     knowledge.add_routes(app, services)
+    ollama.add_routes(app, services, context.finish)
     return ReceiveInScope(app)

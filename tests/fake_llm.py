@@ -9,7 +9,12 @@ as an unknown field) or globally (`POST /_control` with the same keys):
   status: int            answer with this HTTP status and an OpenAI error body
   disconnect_after: int  stream this many tokens, then drop the connection without [DONE]
   reply: str             the content to return instead of generated tokens
-  tool_call: {name, arguments}  answer with a tool call
+  tool_call: {name, arguments} or a list of them   answer with tool calls
+  fragments: int         stream each tool call's arguments in this many pieces (default 1)
+
+The request itself is honoured as an OpenAI server would: `max_tokens` (or
+`max_completion_tokens`) cuts the answer with finish_reason "length", and `stop` cuts it at the
+first stop string with finish_reason "stop" and, as vLLM reports it, `"stop_reason": "<string>"`.
 
 `GET /_stats` counts streams completed and cancelled by the peer. `GET /_requests` returns every chat request body received (newest last); `DELETE /_requests`
 clears them. `/v1/models` lists `--models`.
@@ -42,6 +47,36 @@ def _content(knobs: dict[str, Any]) -> list[str]:
     return [f"tok{i}" if i == 0 else f" tok{i}" for i in range(int(knobs["tokens"]))]
 
 
+def _limit(body: dict[str, Any], pieces: list[str]) -> tuple[list[str], str, str | None]:
+    """The pieces cut by the request's `stop` and `max_tokens`; the finish reason; the stop hit."""
+    stops = body.get("stop") or []
+    stops = [stops] if isinstance(stops, str) else stops
+    text = "".join(pieces)
+    hits = [(text.find(s), s) for s in stops if s and s in text]
+    finish, matched = "stop", None
+    if hits:
+        at, matched = min(hits)
+        kept: list[str] = []
+        size = 0
+        for piece in pieces:
+            if size + len(piece) >= at:
+                if at > size:
+                    kept.append(piece[:at - size])
+                break
+            kept.append(piece)
+            size += len(piece)
+        pieces = kept
+    cap = body.get("max_tokens") or body.get("max_completion_tokens")
+    if cap and len(pieces) > int(cap):
+        pieces, finish, matched = pieces[:int(cap)], "length", None
+    return pieces, finish, matched
+
+
+def _calls(knobs: dict[str, Any]) -> list[dict[str, Any]]:
+    tool = knobs.get("tool_call")
+    return [] if not tool else [tool] if isinstance(tool, dict) else list(tool)
+
+
 def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
     prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -64,32 +99,37 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return _error(int(knobs["status"]))
     model = body.get("model", "fake-model")
     created = int(time.time())
-    pieces = _content(knobs)
-    tool = knobs.get("tool_call")
+    pieces, finish, matched = _limit(body, _content(knobs))
+    tools = _calls(knobs)
+    if tools:
+        finish, matched = "tool_calls", None
     delay = float(knobs.get("delay_ms", 0)) / 1000.0
     if not body.get("stream"):
         if delay:
             await asyncio.sleep(delay)
         message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces)}
-        finish = "stop"
-        if tool:
+        if tools:
             message = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_0", "type": "function",
-                 "function": {"name": tool["name"], "arguments": tool.get("arguments", "{}")}}]}
-            finish = "tool_calls"
+                {"id": f"call_{i}", "type": "function",
+                 "function": {"name": tool["name"], "arguments": tool.get("arguments", "{}")}}
+                for i, tool in enumerate(tools)]}
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+        if matched is not None:
+            choice["stop_reason"] = matched
         return web.json_response({
             "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-            "usage": _usage(body, len(pieces)),
+            "choices": [choice], "usage": _usage(body, len(pieces)),
         })
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
 
-    def event(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> bytes:
+    def event(delta: dict[str, Any], finish: str | None = None, usage: Any = None, stop: str | None = None) -> bytes:
         chunk: dict[str, Any] = {
             "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
         }
+        if stop is not None:
+            chunk["choices"][0]["stop_reason"] = stop
         if usage is not None:
             chunk["usage"] = usage
             chunk["choices"] = []
@@ -109,10 +149,16 @@ async def chat(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, asyncio.CancelledError):
         _STATE["cancelled"] += 1  # the gateway dropped the stream: the client went away
         raise
-    if tool:
-        await resp.write(event({"tool_calls": [{"index": 0, "id": "call_0", "type": "function",
-                                               "function": {"name": tool["name"], "arguments": tool.get("arguments", "{}")}}]}))
-    await resp.write(event({}, "tool_calls" if tool else "stop"))
+    for i, tool in enumerate(tools):
+        arguments = str(tool.get("arguments", "{}"))
+        n = max(int(knobs.get("fragments") or 1), 1)
+        size = -(-len(arguments) // n) or 1
+        parts = [arguments[k:k + size] for k in range(0, len(arguments), size)] or [""]
+        await resp.write(event({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
+                                               "function": {"name": tool["name"], "arguments": parts[0]}}]}))
+        for part in parts[1:]:
+            await resp.write(event({"tool_calls": [{"index": i, "function": {"arguments": part}}]}))
+    await resp.write(event({}, finish, stop=matched))
     if (body.get("stream_options") or {}).get("include_usage"):
         await resp.write(event({}, usage=_usage(body, len(pieces))))
     await resp.write(b"data: [DONE]\n\n")

@@ -66,13 +66,20 @@ class _Unavailable:
         raise DependencyUnavailable("Embeddings are not configured on this gateway")
 
 
-def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:
+def embedding_service(services: Services) -> EmbeddingService | None:
+    """The embedding service over the worker's embedder and reranker; None without them."""
     if services.embedder is None or services.reranker is None:
+        return None
+    return EmbeddingService(services.embedder, services.reranker, lambda: services.recorder,
+                            served_by=served_path.get)
+
+
+def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:
+    service = embedding_service(services)
+    if service is None:
         app.add_route("/v1/embeddings", _Unavailable())
         app.add_route("/v1/rerank", _Unavailable())
         return
-    service = EmbeddingService(services.embedder, services.reranker, lambda: services.recorder,
-                               served_by=served_path.get)
     settings = services.settings
     app.add_route("/v1/embeddings", EmbeddingsResource(
         service, max_inputs=settings.knowledge.embed_max_inputs, max_body_bytes=settings.max_body_bytes))

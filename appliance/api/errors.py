@@ -15,6 +15,7 @@ import orjson
 
 from appliance.anthropic.errors import WireError as MessagesWireError
 from appliance.domain.errors import ApplianceError, PayloadTooLarge, UpstreamError
+from appliance.ollama.errors import WireError as OllamaWireError
 from appliance.openai.errors import WireError
 
 log = logging.getLogger("appliance.api")
@@ -57,7 +58,7 @@ async def on_appliance_error(req: falcon.asgi.Request, resp: falcon.asgi.Respons
     render(req, resp, ex.status, ex.message, ex.type, ex.param, ex.code)
 
 
-async def on_wire_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: WireError | MessagesWireError,
+async def on_wire_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: WireError | MessagesWireError | OllamaWireError,
                         params: dict[str, Any]) -> None:
     render(req, resp, 400, ex.message, "invalid_request_error", ex.param, None)
 
@@ -88,6 +89,7 @@ def install(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]) -> 
     app.add_error_handler(falcon.HTTPError, on_http_error)
     app.add_error_handler(WireError, on_wire_error)
     app.add_error_handler(MessagesWireError, on_wire_error)
+    app.add_error_handler(OllamaWireError, on_wire_error)
     app.add_error_handler(ApplianceError, on_appliance_error)
 
 

@@ -1,0 +1,199 @@
+"""The Ollama API: `/api/chat` and `/api/generate` over the same chat path as
+`/v1/chat/completions` (routing, retrieval with `x-workspace`, recording), `/api/tags`,
+`/api/show` and `/api/version` from the model directory, `/api/embed` and `/api/embeddings`
+from the embedding service. Errors are `{"error": "..."}` (see errors.py), also mid-stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import falcon
+import falcon.asgi
+import orjson
+
+from appliance.api.chat import _overhead, _plan_headers, _top_k, watch_disconnect
+from appliance.api.embeddings import PATH_HEADER, embedding_service
+from appliance.api.errors import read_json
+from appliance.domain.chat import ChatRequest, ChatService
+from appliance.domain.embeddings import EmbeddingService
+from appliance.domain.errors import ApplianceError, DependencyUnavailable, ModelNotFound
+from appliance.domain.models import ModelDirectory
+from appliance.domain.routing import ModelRouter
+from appliance.inference.fallback import served_path
+from appliance.ollama.chat import OllamaCall, parse_chat, parse_generate
+from appliance.ollama.embed import (
+    embed_response,
+    embeddings_response,
+    parse_embed,
+    parse_embeddings,
+)
+from appliance.ollama.errors import WireError
+from appliance.ollama.models import show_response, tags_response, version_response
+from appliance.ollama.replies import ReplyStream, Timings, loaded, ns, reply, timestamp
+
+if TYPE_CHECKING:
+    from appliance.services import Services
+
+NDJSON = "application/x-ndjson"
+_UNLOAD = (0, "0", "0s", "0m")
+
+
+class Generation:
+    """POST /api/chat (`chat=True`) or /api/generate: translate, plan, answer, translate back."""
+
+    def __init__(self, chat: ChatService, *, chat_shape: bool, max_body_bytes: int,
+                 finish: Callable[[falcon.asgi.Request, int], None], extension_backends: Collection[str]) -> None:
+        self._chat = chat
+        self._chat_shape = chat_shape
+        self._parse: Callable[[Any], OllamaCall] = parse_chat if chat_shape else parse_generate
+        self._max_body = max_body_bytes
+        self._finish = finish
+        self._extension_backends = frozenset(extension_backends)
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        call = self._parse(await read_json(req, self._max_body))
+        req.context.model = call.model
+        resp.content_type = falcon.MEDIA_JSON
+        if call.body is None:  # nothing to generate: Ollama's load request, answered once the model resolves
+            await self._chat.target(call.model)
+            resp.data = orjson.dumps(loaded(chat=self._chat_shape, model=call.model, created_at=timestamp(time.time()),
+                                            unload=call.keep_alive in _UNLOAD))
+            return
+        creq = ChatRequest(call.body, call.model, call.stream, req.context.cid, workspace=req.get_header("x-workspace"),
+                           rag_top_k=_top_k(req), received_at=req.context.started)
+        plan = await self._chat.plan(creq)
+        req.context.backend = plan.target.backend
+        if call.extensions and plan.target.backend in self._extension_backends:
+            plan.payload = {**plan.payload, **call.extensions}
+        _plan_headers(resp, plan)
+        if not call.stream:
+            answer = await self._chat.complete(creq, plan)
+            timings = Timings(total_ns=ns(time.perf_counter() - creq.received_at), eval_ns=ns(answer.upstream_ms / 1000))
+            resp.data = orjson.dumps(reply(answer.body, chat=self._chat_shape, model=call.model,
+                                           created_at=timestamp(time.time()), timings=timings))
+            _overhead(resp, creq, answer.upstream_ms)
+            return
+        chunks, upstream_ms = await self._chat.open_chunks(creq, plan)
+        resp.content_type = NDJSON
+        resp.set_header("Cache-Control", "no-cache")
+        resp.set_header("X-Accel-Buffering", "no")
+        _overhead(resp, creq, upstream_ms)
+        req.context.defer_log = True
+        resp.stream = self._relay(req, chunks, ReplyStream(chat=self._chat_shape, model=call.model,
+                                                           started=creq.received_at))
+
+    async def _relay(self, req: falcon.asgi.Request, chunks: AsyncIterator[dict[str, Any]],
+                     encoder: ReplyStream) -> AsyncIterator[bytes]:
+        status = 200
+        watcher = watch_disconnect(req)
+        try:
+            async for chunk in chunks:  # usage chunk included: the last line reports the counts
+                if lines := encoder.feed(chunk):
+                    yield _ndjson(lines)
+            yield _ndjson(encoder.finish())
+        except ApplianceError as exc:
+            # Headers are gone already: the failure travels as an error line, as Ollama sends it.
+            status = exc.status
+            yield orjson.dumps({"error": exc.message}) + b"\n"
+        except BaseException:
+            status = 499
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            self._finish(req, status)
+
+
+def _ndjson(lines: Sequence[Mapping[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+
+
+class Tags:
+    """GET /api/tags: the models `/v1/models` lists, in Ollama's shape."""
+
+    def __init__(self, directory: ModelDirectory) -> None:
+        self._directory = directory
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.data = orjson.dumps(tags_response(await self._directory.listing()))
+        resp.content_type = falcon.MEDIA_JSON
+
+
+class Show:
+    """POST /api/show: what the catalog knows about one model."""
+
+    def __init__(self, directory: ModelDirectory, router: ModelRouter, *, max_body_bytes: int) -> None:
+        self._directory = directory
+        self._router = router
+        self._max_body = max_body_bytes
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_json(req, self._max_body)
+        name = (body.get("model") or body.get("name")) if isinstance(body, dict) else None  # older clients: name
+        if not isinstance(name, str) or not name:
+            raise WireError("model is required", "model")
+        model = await self._directory.get(name)
+        if model is None:
+            raise ModelNotFound(name)
+        entry = self._router.entries.get(name)
+        resp.data = orjson.dumps(show_response(model, entry.tags if entry else ()))
+        resp.content_type = falcon.MEDIA_JSON
+
+
+class Version:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.data = orjson.dumps(version_response())
+        resp.content_type = falcon.MEDIA_JSON
+
+
+class Embed:
+    """POST /api/embed (`legacy=False`) or /api/embeddings (one prompt, one vector)."""
+
+    def __init__(self, service: EmbeddingService, *, legacy: bool, max_inputs: int, max_body_bytes: int) -> None:
+        self._service = service
+        self._legacy = legacy
+        self._max_inputs = max_inputs
+        self._max_body = max_body_bytes
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_json(req, self._max_body)
+        if self._legacy:
+            inputs, dimensions = [parse_embeddings(body)], None
+        else:
+            call = parse_embed(body, self._max_inputs)
+            inputs, dimensions = call.inputs, call.dimensions
+        served_path.set(None)
+        result = await self._service.embed(inputs, correlation_id=req.context.cid, dimensions=dimensions)
+        resp.set_header(PATH_HEADER, result.path)
+        if self._legacy:
+            resp.data = orjson.dumps(embeddings_response(result.vectors[0]))
+        else:
+            resp.data = orjson.dumps(embed_response(result.vectors, model=result.model, tokens=result.tokens,
+                                                    total_ns=ns(time.perf_counter() - req.context.started)))
+        resp.content_type = falcon.MEDIA_JSON
+
+
+class _Unavailable:
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        raise DependencyUnavailable("Embeddings are not configured on this gateway")
+
+
+def add_routes(app: falcon.asgi.App[Any, Any], services: Services,
+               finish: Callable[[falcon.asgi.Request, int], None]) -> None:
+    settings = services.settings
+    limit = settings.max_body_bytes
+    # top_k and min_p are not OpenAI parameters: a cloud API refuses them, local servers take them.
+    extension_backends = [b.name for b in settings.catalog.backends if b.kind != "openai"]
+    for path, chat_shape in (("/api/chat", True), ("/api/generate", False)):
+        app.add_route(path, Generation(services.chat, chat_shape=chat_shape, max_body_bytes=limit, finish=finish,
+                                       extension_backends=extension_backends))
+    app.add_route("/api/tags", Tags(services.directory))
+    app.add_route("/api/show", Show(services.directory, services.router, max_body_bytes=limit))
+    app.add_route("/api/version", Version())
+    service = embedding_service(services)
+    for path, legacy in (("/api/embed", False), ("/api/embeddings", True)):
+        app.add_route(path, _Unavailable() if service is None else Embed(
+            service, legacy=legacy, max_inputs=settings.knowledge.embed_max_inputs, max_body_bytes=limit))

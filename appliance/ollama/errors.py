@@ -1,0 +1,12 @@
+"""The wire layer's one error: a request that does not fit the Ollama API."""
+
+from __future__ import annotations
+
+
+class WireError(ValueError):
+    """Malformed or unsupported request body; `param` names the offending field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
