@@ -15,8 +15,8 @@ import orjson
 
 from appliance.anthropic.messages import message_response, parse_messages
 from appliance.anthropic.stream import StreamTranslator, error_event
-from appliance.api.chat import _overhead, _plan_headers, _top_k, watch_disconnect
 from appliance.api.errors import anthropic_type, read_json
+from appliance.api.streaming import overhead, plan_headers, rag_top_k, relay, stream_head
 from appliance.domain.chat import ChatRequest, ChatService
 from appliance.domain.errors import ApplianceError
 
@@ -33,43 +33,33 @@ class Messages:
         req.context.model = model
         body = {**call.body, **call.extensions}  # top_k: vLLM, llama.cpp and SGLang take it
         creq = ChatRequest(body, model, stream, req.context.cid, workspace=req.get_header("x-workspace"),
-                           rag_top_k=_top_k(req), received_at=req.context.started)
+                           rag_top_k=rag_top_k(req), received_at=req.context.started)
         message_id = f"msg_{req.context.cid}"
         plan = await self._chat.plan(creq)
         req.context.backend = plan.target.backend
-        _plan_headers(resp, plan)
+        plan_headers(resp, plan)
         if not stream:
             reply = await self._chat.complete(creq, plan)
             resp.data = orjson.dumps(message_response(reply.body, model=model, message_id=message_id,
                                                       stop_sequences=call.stop_sequences))
             resp.content_type = falcon.MEDIA_JSON
-            _overhead(resp, creq, reply.upstream_ms)
+            overhead(resp, creq, reply.upstream_ms)
             return
         chunks, upstream_ms = await self._chat.open_chunks(creq, plan)
-        resp.content_type = "text/event-stream"
-        resp.set_header("Cache-Control", "no-cache")
-        resp.set_header("X-Accel-Buffering", "no")
-        _overhead(resp, creq, upstream_ms)
+        stream_head(resp, "text/event-stream")
+        overhead(resp, creq, upstream_ms)
         req.context.defer_log = True
-        resp.stream = self._relay(req, chunks, StreamTranslator(model, message_id, call.stop_sequences))
+        resp.stream = relay(req, self._finish, self._events(chunks, StreamTranslator(model, message_id, call.stop_sequences)),
+                            _error_event)
 
-    async def _relay(self, req: falcon.asgi.Request, chunks: AsyncIterator[dict[str, Any]],
-                     translator: StreamTranslator) -> AsyncIterator[bytes]:
-        status = 200
-        watcher = watch_disconnect(req)
-        try:
-            async for chunk in chunks:  # usage chunk included: message_delta reports the counts
-                if out := translator.feed(chunk):
-                    yield b"".join(out)
-            yield b"".join(translator.finish())
-        except ApplianceError as exc:
-            # Headers are gone already: the failure travels as an SSE error event.
-            status = exc.status
-            yield error_event(anthropic_type(exc.status), exc.message)
-        except BaseException:
-            status = 499
-            raise
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-            self._finish(req, status)
+    @staticmethod
+    async def _events(chunks: AsyncIterator[dict[str, Any]], translator: StreamTranslator) -> AsyncIterator[bytes]:
+        async for chunk in chunks:  # usage chunk included: message_delta reports the counts
+            if out := translator.feed(chunk):
+                yield b"".join(out)
+        yield b"".join(translator.finish())
+
+
+def _error_event(exc: ApplianceError) -> bytes:
+    return error_event(anthropic_type(exc.status), exc.message)
+

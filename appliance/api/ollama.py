@@ -14,9 +14,9 @@ import falcon
 import falcon.asgi
 import orjson
 
-from appliance.api.chat import _overhead, _plan_headers, _top_k, watch_disconnect
 from appliance.api.embeddings import PATH_HEADER, embedding_service
 from appliance.api.errors import read_json
+from appliance.api.streaming import overhead, plan_headers, rag_top_k, relay, stream_head
 from appliance.domain.chat import ChatRequest, ChatService
 from appliance.domain.embeddings import EmbeddingService
 from appliance.domain.errors import ApplianceError, DependencyUnavailable, ModelNotFound
@@ -63,48 +63,38 @@ class Generation:
                                             unload=call.keep_alive in _UNLOAD))
             return
         creq = ChatRequest(call.body, call.model, call.stream, req.context.cid, workspace=req.get_header("x-workspace"),
-                           rag_top_k=_top_k(req), received_at=req.context.started)
+                           rag_top_k=rag_top_k(req), received_at=req.context.started)
         plan = await self._chat.plan(creq)
         req.context.backend = plan.target.backend
         if call.extensions and plan.target.backend in self._extension_backends:
             plan.payload = {**plan.payload, **call.extensions}
-        _plan_headers(resp, plan)
+        plan_headers(resp, plan)
         if not call.stream:
             answer = await self._chat.complete(creq, plan)
             timings = Timings(total_ns=ns(time.perf_counter() - creq.received_at), eval_ns=ns(answer.upstream_ms / 1000))
             resp.data = orjson.dumps(reply(answer.body, chat=self._chat_shape, model=call.model,
                                            created_at=timestamp(time.time()), timings=timings))
-            _overhead(resp, creq, answer.upstream_ms)
+            overhead(resp, creq, answer.upstream_ms)
             return
         chunks, upstream_ms = await self._chat.open_chunks(creq, plan)
-        resp.content_type = NDJSON
-        resp.set_header("Cache-Control", "no-cache")
-        resp.set_header("X-Accel-Buffering", "no")
-        _overhead(resp, creq, upstream_ms)
+        stream_head(resp, NDJSON)
+        overhead(resp, creq, upstream_ms)
         req.context.defer_log = True
-        resp.stream = self._relay(req, chunks, ReplyStream(chat=self._chat_shape, model=call.model,
-                                                           started=creq.received_at))
+        encoder = ReplyStream(chat=self._chat_shape, model=call.model, started=creq.received_at)
+        resp.stream = relay(req, self._finish, self._lines(chunks, encoder), _error_line)
 
-    async def _relay(self, req: falcon.asgi.Request, chunks: AsyncIterator[dict[str, Any]],
-                     encoder: ReplyStream) -> AsyncIterator[bytes]:
-        status = 200
-        watcher = watch_disconnect(req)
-        try:
-            async for chunk in chunks:  # usage chunk included: the last line reports the counts
-                if lines := encoder.feed(chunk):
-                    yield _ndjson(lines)
-            yield _ndjson(encoder.finish())
-        except ApplianceError as exc:
-            # Headers are gone already: the failure travels as an error line, as Ollama sends it.
-            status = exc.status
-            yield orjson.dumps({"error": exc.message}) + b"\n"
-        except BaseException:
-            status = 499
-            raise
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-            self._finish(req, status)
+    @staticmethod
+    async def _lines(chunks: AsyncIterator[dict[str, Any]], encoder: ReplyStream) -> AsyncIterator[bytes]:
+        async for chunk in chunks:  # usage chunk included: the last line reports the counts
+            if lines := encoder.feed(chunk):
+                yield _ndjson(lines)
+        yield _ndjson(encoder.finish())
+
+
+def _error_line(exc: ApplianceError) -> bytes:
+    # Headers are gone already: the failure travels as an error line, as Ollama sends it.
+    return orjson.dumps({"error": exc.message}) + b"\n"
+
 
 
 def _ndjson(lines: Sequence[Mapping[str, Any]]) -> bytes:
