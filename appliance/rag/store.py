@@ -61,7 +61,7 @@ text_query), the top k joined back to their content; `matched` says whether the 
 class PgKnowledgeStore:
     """`KnowledgeStore` over a pooled async connection to PostgreSQL."""
 
-    def __init__(self, url: str, *, max_size: int = 10, ef_search: int = 100, text_candidates: int = 1000,
+    def __init__(self, url: str, *, max_size: int = 10, ef_search: int = 250, text_candidates: int = 1000,
                  connect_timeout_s: float = 2.0) -> None:
         self._ef_search = ef_search
         self._text_candidates = text_candidates
