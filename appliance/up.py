@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from appliance import logs
+from appliance import children, logs
 from appliance.config import Settings
 from appliance.db.migrate import migrate, migrations_dir
 from appliance.embedded.nats import EmbeddedNats
@@ -69,10 +69,10 @@ def start_nats(settings: Settings, stack: contextlib.ExitStack) -> Settings:
 
 def start_persister(settings: Settings, stack: contextlib.ExitStack) -> None:
     """The persister as a child process: its own event loop, its own crash domain."""
-    env = {**os.environ, **worker_env(settings), "PYTHONUNBUFFERED": "1"}
+    env = children.environment(**worker_env(settings), PYTHONUNBUFFERED="1")
     log_file = open(settings.state_dir / "persister.log", "ab")  # noqa: SIM115 - closed by the stack
     stack.callback(log_file.close)
-    child = subprocess.Popen([sys.executable, "-m", "appliance", "persist"], env=env, stdout=log_file,
+    child = subprocess.Popen(children.command("persist"), env=env, stdout=log_file,
                              stderr=subprocess.STDOUT)
 
     def stop() -> None:

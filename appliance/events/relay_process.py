@@ -14,10 +14,9 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 
-from appliance import logs
+from appliance import children, logs
 from appliance.config import Settings
 from appliance.events.relay import Relay
 
@@ -29,13 +28,6 @@ PARENT_CHECK_S = 1.0
 
 def events_on(settings: Settings) -> bool:
     return settings.events.enabled and bool(settings.nats_url)
-
-
-def relay_command() -> list[str]:
-    """How to run `appliance relay` with this interpreter (or this frozen binary)."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable, "relay"]
-    return [sys.executable, "-m", "appliance", "relay"]
 
 
 def relay_for(settings: Settings) -> Relay:
@@ -100,12 +92,10 @@ class RelaySupervisor:
         self._thread.start()
 
     def _spawn(self) -> None:
-        env = dict(os.environ)
-        # The same import path as this process (a zipapp's unpacked site-packages included).
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         with self._lock:
             if not self._stopping.is_set():
-                self._proc = subprocess.Popen(relay_command(), env=env, stdin=subprocess.DEVNULL)
+                self._proc = subprocess.Popen(children.command("relay"), env=children.environment(),
+                                              stdin=subprocess.DEVNULL)
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
