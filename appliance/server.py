@@ -9,7 +9,7 @@ import shutil
 from granian import Granian
 from granian.constants import Interfaces, Loops
 
-from appliance import logs
+from appliance import logs, signals
 from appliance.config import Settings
 from appliance.events.relay_process import RelaySupervisor, events_on
 
@@ -64,6 +64,7 @@ def serve(settings: Settings) -> int:
         respawn_failed_workers=True,
         workers_kill_timeout=int(settings.drain_timeout_s) + 5,
     )
+    signals.guard_forks(server)  # a SIGTERM to a worker not yet at appliance.asgi's hold()
     relay = RelaySupervisor(stop_timeout_s=settings.events.relay_drain_s + 5) if events_on(settings) else None
     if relay is not None:
         relay.start()  # before the workers: they only write the spool, the relay publishes it

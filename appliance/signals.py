@@ -4,6 +4,9 @@ A forked worker inherits the main process's Python signal handler, and Granian i
 worker's own handler only after our app factory has run (imports, models): a SIGTERM in
 that window is swallowed and the main process then waits out `workers_kill_timeout`.
 `hold()` records such a signal; `redeliver()` sends it again once start-up is complete.
+`guard_forks()` closes the window before `hold()`: the main process's handler, inherited by
+a worker forked moments before the signal, records it too instead of acting on the main
+process's state (a copy, in the worker, that nothing reads).
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 _held: list[int] = []
 
@@ -35,3 +40,19 @@ def redeliver(loop: asyncio.AbstractEventLoop, delay_s: float = 0.2) -> bool:
     loop.call_later(delay_s, os.kill, os.getpid(), _held[0])
     _held.clear()
     return True
+
+
+def guard_forks(server: Any, attribute: str = "signal_handler_interrupt") -> None:
+    """Wrap `server`'s stop handler (looked up when it installs its signals): in the process
+    that wrapped it, the handler runs as before; in a process forked from it, the signal
+    is held for `redeliver()`."""
+    main_pid = os.getpid()
+    handler: Callable[..., None] = getattr(server, attribute)
+
+    def guarded(signum: int | None = None, frame: FrameType | None = None, *args: Any, **kwargs: Any) -> None:
+        if os.getpid() != main_pid:
+            _held.append(signum if signum is not None else signal.SIGTERM)
+            return
+        handler(signum, frame, *args, **kwargs)
+
+    setattr(server, attribute, guarded)
