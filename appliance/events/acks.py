@@ -1,29 +1,59 @@
-"""JetStream publishing without a round trip per event: publish with a reply subject of our
-own, and match the acks as they arrive. One subscription, a counter for tokens, no timer or
-future per message (nats-py's `js.publish` costs a request and a `wait_for` each)."""
+"""JetStream publishing without a round trip per event, and mostly without an ack per event.
+
+Acknowledged mode: every message carries a reply subject of ours, and the acks are matched
+as they arrive (one subscription, a counter for tokens; nats-py's `js.publish` costs a
+request and a `wait_for` each).
+
+Chained mode: each message also carries `Nats-Expected-Last-Msg-Id`, the id of the message
+before it in its stream, and only the last message per stream asks for an ack. JetStream
+stores a message only when the last id it stored is that one, so the last message of a
+chain is stored only if the one before it was the last stored, and so on back to the first:
+if any message is not stored (refused, lost in a reconnection, another publisher's message
+in between) every later one is refused too, the last one with an error ack. A good ack of
+the last message proves the whole chain is in the stream (a message JetStream dropped as a
+duplicate was there already). Acks are most of the cost of publishing, for nats-server and
+for us (docs/events.md, "Benchmark").
+
+`publish()` chains when it knows each stream's last id (from the previous batch) and falls
+back to acknowledged mode, which tells it the last ids again, when a chain breaks.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+log = logging.getLogger(__name__)
+
+EXPECTED_LAST_ID = "Nats-Expected-Last-Msg-Id"
+RETRY_CHAIN_AFTER = 8  # batches in acknowledged mode after a broken chain (another publisher, say)
+
+Message = tuple[str, str, bytes]  # subject, Nats-Msg-Id, payload
+
 
 class AckTracker:
-    """Publishes a batch of messages, then `settle()` waits for every ack of it."""
+    """Publishes batches of messages and waits until JetStream stored all of each."""
 
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, stream_of: Callable[[str], str]) -> None:
         self._nc = nc
+        self._stream_of = stream_of
         self._prefix = f"_APPL_ACK.{nc._nuid.next().decode()}"
         self._tokens = itertools.count()
         self._pending: set[str] = set()
-        self._errors: list[str] = []
+        self._acks: dict[str, bytes] = {}
         self._settled = asyncio.Event()
         self._sub: Any = None
+        self._last: dict[str, str] = {}  # stream -> the id of the last message we stored in it
+        self._unchained = 0              # batches to publish acknowledged before chaining again
+        self.chains_broken = 0
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._ack)
@@ -34,30 +64,98 @@ class AckTracker:
                 await self._sub.unsubscribe()
             self._sub = None
 
-    async def publish(self, subject: str, msg_id: str, data: bytes) -> None:
+    async def publish(self, messages: Sequence[Message], timeout_s: float) -> list[str]:
+        """Publish `messages` in order and wait until all are stored. Returns JetStream's
+        refusals (empty when everything was stored, duplicates included); TimeoutError or a
+        connection error when acks did not come: the batch is then to be published again."""
+        try:
+            if self._unchained == 0 and {self._stream_of(m[0]) for m in messages} <= self._last.keys():
+                if await self._chained(messages, timeout_s):
+                    return []
+                self.chains_broken += 1
+                self._unchained = RETRY_CHAIN_AFTER
+                log.debug("event chain broken; publishing with an ack per event")
+            self._unchained = max(0, self._unchained - 1)
+            return await self._acknowledged(messages, timeout_s)
+        except BaseException:
+            self._last.clear()  # where the streams are is unknown now
+            raise
+
+    async def _chained(self, messages: Sequence[Message], timeout_s: float) -> bool:
+        last_of: dict[str, int] = {}
+        for i, (subject, _, _) in enumerate(messages):
+            last_of[self._stream_of(subject)] = i
+        previous = dict(self._last)
+        proofs: dict[str, str] = {}  # token -> stream
+        for i, (subject, msg_id, data) in enumerate(messages):
+            stream = self._stream_of(subject)
+            headers = {"Nats-Msg-Id": msg_id, EXPECTED_LAST_ID: previous[stream]}
+            previous[stream] = msg_id
+            reply = ""
+            if last_of[stream] == i:
+                token = self._send_token()
+                proofs[token] = stream
+                reply = f"{self._prefix}.{token}"
+            await self._nc.publish(subject, data, reply=reply, headers=headers)
+        acks = await self._settle(timeout_s)
+        for token, stream in proofs.items():
+            ack = _parse(acks.get(token, b""))
+            if "error" in ack or ack.get("duplicate") or ack.get("stream") != stream:
+                return False
+        self._last.update(previous)
+        return True
+
+    async def _acknowledged(self, messages: Sequence[Message], timeout_s: float) -> list[str]:
+        tokens = []
+        for subject, msg_id, data in messages:
+            token = self._send_token()
+            tokens.append(token)
+            await self._nc.publish(subject, data, reply=f"{self._prefix}.{token}", headers={"Nats-Msg-Id": msg_id})
+        acks = await self._settle(timeout_s)
+        refused: list[str] = []
+        newest: dict[str, tuple[int, str]] = {}  # stream -> (sequence, id) of the newest message stored now
+        for token, (_, msg_id, _) in zip(tokens, messages, strict=True):
+            raw = acks[token]
+            ack = _parse(raw)
+            if "error" in ack or "seq" not in ack:
+                refused.append(raw.decode(errors="replace")[:300])
+            elif not ack.get("duplicate"):
+                stream, seq = str(ack.get("stream")), int(ack["seq"])
+                if seq > newest.get(stream, (0, ""))[0]:
+                    newest[stream] = (seq, msg_id)
+        self._last.update({stream: msg_id for stream, (_, msg_id) in newest.items()})
+        return refused
+
+    def _send_token(self) -> str:
         token = str(next(self._tokens))
         self._pending.add(token)
         self._settled.clear()
-        await self._nc.publish(subject, data, reply=f"{self._prefix}.{token}", headers={"Nats-Msg-Id": msg_id})
+        return token
 
     async def _ack(self, msg: Msg) -> None:
         token = msg.subject.rpartition(".")[2]
         if token not in self._pending:
             return  # the ack of a batch given up on
         self._pending.discard(token)
-        if b'"error"' in msg.data:
-            self._errors.append(msg.data.decode(errors="replace")[:300])
+        self._acks[token] = msg.data
         if not self._pending:
             self._settled.set()
 
-    async def settle(self, timeout_s: float) -> list[str]:
-        """Wait until everything published is acknowledged; returns JetStream's refusals (an
-        empty list when all were stored). TimeoutError when some acks did not come; the
-        batch is then forgotten, to be published again."""
+    async def _settle(self, timeout_s: float) -> dict[str, bytes]:
+        """Every ack asked for since the last settle; TimeoutError when some did not come
+        (those are forgotten)."""
         try:
             if self._pending:
                 await asyncio.wait_for(self._settled.wait(), timeout_s)
-            return self._errors
+            return self._acks
         finally:
             self._pending.clear()
-            self._errors = []
+            self._acks = {}
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        ack = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {"error": raw.decode(errors="replace")}
+    return ack if isinstance(ack, dict) else {"error": repr(ack)}

@@ -27,10 +27,10 @@ import orjson
 from nats.aio.client import Client as NATS
 
 from appliance.domain.ports import Event
-from appliance.events.acks import AckTracker
+from appliance.events.acks import AckTracker, Message
 from appliance.events.outcomes import events_of
 from appliance.events.spool import Record, SpoolReader
-from appliance.events.streams import connect, ensure_streams
+from appliance.events.streams import connect, ensure_streams, stream_of
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class RelayStatus:
     replayed: int = 0       # of those, events that had waited in the spool through an outage or a restart
     undeliverable: int = 0  # events that can never be published (unreadable record, over max_payload)
     corrupt: int = 0        # spool records that failed their checksum
+    chains_broken: int = 0  # batches published with an ack per event after all (events/acks.py)
     spool_bytes: int = 0
     stopping: bool = False
 
@@ -138,7 +139,7 @@ class Relay:
                 return  # nats-py is reconnecting on its own
             await ensure_streams(self._nc.jetstream(timeout=self._timeout), self._window)
             if self._tracker is None:  # its subscription survives reconnections
-                self._tracker = AckTracker(self._nc)
+                self._tracker = AckTracker(self._nc, stream_of)
                 await self._tracker.start()
         except Exception as exc:
             log.debug("NATS unavailable; events wait in the spool", extra={"error": repr(exc)})
@@ -193,28 +194,30 @@ class Relay:
         return moved
 
     async def _publish(self, records: list[Record]) -> list[int] | None:
-        """Publish the events of `records` and wait for their acks. Returns how many events
-        each record stored, or None when the batch must be published again."""
+        """Publish the events of `records` and wait until JetStream stored them. Returns how
+        many events each record stored, or None when the batch must be published again."""
         tracker, nc = self._tracker, self._nc
         assert tracker is not None and nc is not None
         limit = nc.max_payload - HEADER_ROOM
         counts: list[int] = []
         skipped: list[tuple[Record, str]] = []
+        messages: list[Message] = []
+        for record in records:
+            n = 0
+            for event in self._events(record, skipped):
+                data = orjson.dumps(event.payload, default=str)
+                if len(data) > limit:
+                    skipped.append((record, f"{event.subject} event of {len(data)} bytes is over NATS max_payload"))
+                    continue
+                messages.append((event.subject, event.msg_id, data))
+                n += 1
+            counts.append(n)
         try:
-            for record in records:
-                n = 0
-                for event in self._events(record, skipped):
-                    data = orjson.dumps(event.payload, default=str)
-                    if len(data) > limit:
-                        skipped.append((record, f"{event.subject} event of {len(data)} bytes is over NATS max_payload"))
-                        continue
-                    await tracker.publish(event.subject, event.msg_id, data)
-                    n += 1
-                counts.append(n)
-            refused = await tracker.settle(self._timeout)
+            refused = await tracker.publish(messages, self._timeout) if messages else []
         except Exception as exc:  # timeouts and connection errors alike: publish again later
             self._lost(exc)
             return None
+        self.status.chains_broken = tracker.chains_broken
         if refused:
             log.warning("JetStream refused events; the batch will be published again",
                         extra={"refused": len(refused), "error": refused[0]})

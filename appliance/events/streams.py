@@ -25,6 +25,14 @@ def stream_configs(duplicate_window_s: float) -> list[StreamConfig]:
     ]
 
 
+_BY_FIRST_TOKEN = {str(c.subjects[0]).split(".", 1)[0]: str(c.name) for c in stream_configs(0) if c.subjects}
+
+
+def stream_of(subject: str) -> str:
+    """The stream that stores `subject` (KeyError for a subject no stream takes)."""
+    return _BY_FIRST_TOKEN[subject.split(".", 1)[0]]
+
+
 async def ensure_streams(js: JetStreamContext, duplicate_window_s: float) -> None:
     for config in stream_configs(duplicate_window_s):
         try:
