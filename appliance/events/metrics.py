@@ -41,7 +41,8 @@ class RelayMetrics:
     COUNTERS = (("published", "Events acknowledged by JetStream"),
                 ("replayed", "Events published after waiting in the spool through a NATS outage or a restart"),
                 ("undeliverable", "Events that can never be published (unreadable, or over NATS max_payload)"),
-                ("corrupt", "Spool records skipped because their checksum failed"))
+                ("corrupt", "Spool records skipped because their checksum failed"),
+                ("chains_broken", "Batches published again with an ack per event because their chain broke"))
 
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -257,6 +257,7 @@ def test_a_killed_relay_is_restarted_and_no_event_is_lost(tmp_path: Path, fake_l
             # The relay reports once a second; the new one counted all 20.
             assert wait_for(lambda: "appliance_events_published_total 20.0" in metrics(), timeout=5)
             assert "appliance_events_relay_up 1.0" in metrics()
+            assert "appliance_events_chains_broken_total 0.0" in metrics()  # one publisher: no chain broke
             assert 'appliance_events_spooled_total{kind="chat"} 10.0' in metrics()
             ready = json.loads(urllib.request.urlopen(f"{gw.url}/readyz", timeout=5).read())
             assert ready["dependencies"]["nats"] == {"ok": True, "relay": "running", "spool_bytes": 0}
