@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -44,7 +45,9 @@ def child_env(**extra: str) -> dict[str, str]:
 def spawn(args: list[str], port: int, *, env: dict[str, str] | None = None, log: Path | None = None,
           timeout: float = 30.0) -> subprocess.Popen[bytes]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the child
-    proc = subprocess.Popen([sys.executable, *args], env=env or child_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    # Its own process group: what it forks (Granian workers, the relay) can be killed with it.
+    proc = subprocess.Popen([sys.executable, *args], env=env or child_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
         wait_port(port, proc, timeout)
     except Exception:
@@ -59,7 +62,10 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            # A child that ignored the signal: kill its whole group, or a hung worker outlives
+            # the test (SIGKILL on the main process alone left one serving for 40 minutes).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return int(proc.returncode)
 
