@@ -1,23 +1,34 @@
-"""Not losing a SIGTERM that reaches a Granian worker while it is still starting.
+"""Not losing a stop signal that reaches a Granian worker while it is starting.
 
-A forked worker inherits the main process's Python signal handler, and Granian installs the
-worker's own handler only after our app factory has run (imports, models): a SIGTERM in
-that window is swallowed and the main process then waits out `workers_kill_timeout`.
-`hold()` records such a signal; `redeliver()` sends it again once start-up is complete.
-`guard_forks()` closes the window before `hold()`: the main process's handler, inherited by
-a worker forked moments before the signal, records it too instead of acting on the main
-process's state (a copy, in the worker, that nothing reads).
+A worker has three start-up windows in which Granian's own handling drops a SIGTERM (which is
+how the main process stops its workers), and the main process then waits out
+`workers_kill_timeout`:
+
+1. From the fork until `appliance.asgi` is imported, the worker runs the main process's
+   handler, which stops a copy of the main process's state that nothing reads.
+   `guard_forks()` wraps that handler: in a forked process it holds the signal instead.
+2. From that import (imports, models) until Granian installs the worker's handler:
+   `hold()`, the first thing `appliance.asgi` does, holds the signal.
+3. After that, Granian hands stop signals to the event loop, and uvloop discards a signal
+   that arrives while it is not running: between the lifespan start-up and the server
+   start, say. `hold()` also replaces Granian's handler setup with `stop_event()`: a plain
+   Python handler sets the worker's stop event whether the loop runs or not, and a held
+   signal sets it at once (Granian's server sees a stop set before it starts).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
 from typing import Any
 
+import granian._signals as granian_signals
+from granian._granian import WorkerSignal
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _held: list[int] = []
 
 
@@ -26,26 +37,38 @@ def _record(signum: int, frame: FrameType | None) -> None:
 
 
 def hold() -> None:
-    """Record SIGTERM/SIGINT until `redeliver()` (call first thing in the worker)."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    """Hold SIGTERM/SIGINT until Granian sets up the worker's stop event, then set it (call
+    first thing in the worker, before Granian loads the app)."""
+    for sig in _STOP_SIGNALS:
         signal.signal(sig, _record)
+    granian_signals.set_loop_signals = partial(stop_event, WorkerSignal)
 
 
-def redeliver(loop: asyncio.AbstractEventLoop, delay_s: float = 0.2) -> bool:
-    """Send a held stop signal to this process again, shortly: Granian starts its server after
-    the lifespan start-up, and a stop requested before that is not seen by it. True when a
-    signal was held."""
-    if not _held:
-        return False
-    loop.call_later(delay_s, os.kill, os.getpid(), _held[0])
-    _held.clear()
-    return True
+def stop_event(make_event: Callable[[], Any], loop: Any) -> Any:
+    """Granian's `set_loop_signals(loop)`: the worker's stop event, set by a plain Python
+    handler (run whether the loop runs or not), only once (a second `set()` before the
+    server has taken the first blocks for good), and as soon as the loop runs (the lifespan
+    start-up) if a signal was held: Granian registers its stop callback after this returns."""
+    event = make_event()
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not stopping:
+            stopping.append(signum)
+            event.set()
+
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, stop)
+    if _held:
+        loop.call_soon(stop, _held.pop(), None)
+        _held.clear()
+    return event
 
 
 def guard_forks(server: Any, attribute: str = "signal_handler_interrupt") -> None:
     """Wrap `server`'s stop handler (looked up when it installs its signals): in the process
     that wrapped it, the handler runs as before; in a process forked from it, the signal
-    is held for `redeliver()`."""
+    is held for `hold()`'s handler setup."""
     main_pid = os.getpid()
     handler: Callable[..., None] = getattr(server, attribute)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import falcon.asgi
 
-from appliance import signals, systemd
+from appliance import systemd
 from appliance.api.middleware import RequestContext
 from appliance.services import Services
 
@@ -34,8 +34,6 @@ class Lifecycle:
         systemd.notify_ready(f"serving on {settings.host}:{settings.port}")
         log.info("gateway ready", extra={"host": settings.host, "port": settings.port,
                                          "backends": len(self._services.backends)})
-        if signals.redeliver(asyncio.get_running_loop()):
-            log.info("a stop signal arrived during start-up; stopping now")
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         systemd.notify_stopping()

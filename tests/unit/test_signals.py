@@ -1,9 +1,18 @@
-"""A stop signal reaching a freshly forked Granian worker is held for it, not swallowed."""
+"""A stop signal reaching a Granian worker while it starts stops it, at whatever moment it comes."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
+import time
+from collections.abc import Iterator
+
+import granian._signals as granian_signals
+import pytest
+import uvloop
+from granian.server.mp import MPServer
 
 from appliance import signals
 
@@ -14,6 +23,29 @@ class MainProcess:
 
     def signal_handler_interrupt(self, signum: int, frame: object) -> None:
         self.stops.append(signum)
+
+
+class StopEvent:
+    """Stands in for Granian's WorkerSignal: counts `set()` calls."""
+
+    def __init__(self) -> None:
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+
+
+@pytest.fixture
+def own_handlers() -> Iterator[None]:
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    set_loop_signals = granian_signals.set_loop_signals
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        granian_signals.set_loop_signals = set_loop_signals
+        signals._held.clear()
 
 
 def test_the_main_process_still_stops_and_a_forked_worker_holds_the_signal() -> None:
@@ -30,3 +62,41 @@ def test_the_main_process_still_stops_and_a_forked_worker_holds_the_signal() -> 
     assert os.waitstatus_to_exitcode(status) == 0
     assert main.stops == [signal.SIGTERM]
     assert signals._held == []
+
+
+def test_a_signal_while_the_loop_is_not_running_still_stops_the_worker(own_handlers: None) -> None:
+    # uvloop drops a signal that arrives between two runs of the loop (Granian's lifespan
+    # start-up and its server start); the worker's stop event must be set all the same.
+    loop = uvloop.new_event_loop()
+    try:
+        event = signals.stop_event(StopEvent, loop)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert event.sets == 1
+        os.kill(os.getpid(), signal.SIGTERM)  # systemd and Granian's main process both send one
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert event.sets == 1
+    finally:
+        loop.close()
+
+
+def test_a_held_signal_stops_the_worker_once_its_loop_runs(own_handlers: None) -> None:
+    signals.hold()
+    os.kill(os.getpid(), signal.SIGTERM)  # during the worker's imports
+    loop = uvloop.new_event_loop()
+    try:
+        event = signals.stop_event(StopEvent, loop)
+        assert event.sets == 0  # Granian registers its stop callback after this returns
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert event.sets == 1
+    finally:
+        loop.close()
+
+
+def test_granian_workers_pick_up_the_replaced_signal_setup() -> None:
+    # hold() replaces granian._signals.set_loop_signals; the ASGI worker must import it when
+    # it runs (after our app module loaded), not when Granian is imported.
+    source = inspect.getsource(MPServer._spawn_asgi_lifespan_worker)
+    assert "from granian._signals import set_loop_signals" in source
+    assert source.index("set_loop_signals(loop)") < source.index("serve(scheduler")
