@@ -51,6 +51,10 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def start(self, timeout_s: float = 15.0) -> str:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(

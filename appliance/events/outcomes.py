@@ -47,8 +47,11 @@ def _names(cls: type[Any]) -> frozenset[str]:
 def _build(cls: type[T], data: Mapping[str, Any], **nested: Any) -> T:
     """`cls` from a JSON object, ignoring fields it does not know (a record from a newer
     version) and leaving out missing ones to their defaults (an older one)."""
-    names = _names(cls)
-    return cls(**{k: v for k, v in data.items() if k in names}, **nested)
+    try:
+        return cls(**data, **nested)
+    except TypeError:  # a field it does not know: the rare case, so only then filter
+        names = _names(cls)
+        return cls(**{k: v for k, v in data.items() if k in names}, **nested)
 
 
 def _chat(d: dict[str, Any]) -> Iterator[Event]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
+import os
 import shutil
 import statistics
 import sys
@@ -54,6 +56,25 @@ async def fill(url: str, n: int, work: Path) -> None:
     await task
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of a gateway, by role: the gateway's processes
+    (main, workers) and its relay."""
+    out = {"gateway": 0.0, "relay": 0.0}
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for p in pids:
+        with contextlib.suppress(OSError):
+            role = "relay" if b"relay" in Path(f"/proc/{p}/cmdline").read_bytes() else "gateway"
+            out[role] += process_cpu(p)
+    return out
+
+
+def process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=6)
@@ -73,12 +94,22 @@ def main() -> int:
     off, off_port = start_appliance(work, "off", up_port, APPLIANCE_EVENTS__ENABLED="false")
     body = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello"}]}
     rps: dict[str, list[float]] = {"on": [], "off": []}
+    # CPU per chat while wrk runs, microseconds: the gateway's processes, and relay + nats-server.
+    cpu: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+    nats_pid = nats.pid
+    assert nats_pid is not None
     try:
         for port in (on_port, off_port):
             wrk(f"http://127.0.0.1:{port}/v1/chat/completions", body, 32, 2, {})
         for _ in range(args.rounds):
-            for name, port in (("on", on_port), ("off", off_port)):
-                rps[name].append(wrk(f"http://127.0.0.1:{port}/v1/chat/completions", body, 32, args.seconds, {})["rps"])
+            for name, proc, port in (("on", on, on_port), ("off", off, off_port)):
+                before, nats_before = cpu_seconds(proc.pid), process_cpu(nats_pid)
+                result = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", body, 32, args.seconds, {})
+                after, nats_after = cpu_seconds(proc.pid), process_cpu(nats_pid)
+                chats = result["rps"] * args.seconds
+                rps[name].append(result["rps"])
+                cpu[name].append(((after["gateway"] - before["gateway"]) / chats * 1e6,
+                                  (after["relay"] - before["relay"] + nats_after - nats_before) / chats * 1e6))
     finally:
         procs.stop(on)
         procs.stop(off)
@@ -90,6 +121,11 @@ def main() -> int:
     rows.append(("gateway RPS, events on (median of rounds)", f"{med_on:.0f}  {[round(x) for x in rps['on']]}"))
     rows.append(("gateway RPS, events off", f"{med_off:.0f}  {[round(x) for x in rps['off']]}"))
     rows.append(("difference", f"{(med_off - med_on) / med_off * 100:+.1f}% (on slower when positive)"))
+    for name in ("on", "off"):
+        gateway_us = statistics.median(g for g, _ in cpu[name])
+        events_us = statistics.median(e for _, e in cpu[name])
+        rows.append((f"CPU per chat, events {name}: gateway | relay + nats-server",
+                     f"{gateway_us:.0f} us | {events_us:.0f} us"))
     rows.append(("events published by the relay (2 per chat)", f"{status.get('published')}, spool bytes left {left}"))
 
     with EmbeddedPostgres(work / "pg", delete_on_stop=True) as pg:
