@@ -13,7 +13,8 @@ how the main process stops its workers), and the main process then waits out
    that arrives while it is not running: between the lifespan start-up and the server
    start, say. `hold()` also replaces Granian's handler setup with `stop_event()`: a plain
    Python handler sets the worker's stop event whether the loop runs or not, and a held
-   signal sets it at once (Granian's server sees a stop set before it starts).
+   signal sets it as soon as the loop runs (Granian's server sees a stop set before it
+   starts).
 """
 
 from __future__ import annotations
