@@ -103,19 +103,23 @@ class Relay:
         on their way out), and after that until the spool is empty, NATS is gone, or `drain_s`
         has passed."""
         deadline: float | None = None
+        last_try = False  # stopping unconnected: one connection attempt (not cut short) was made
         try:
             while True:
                 if stop.is_set():
                     self.status.stopping = True
                     if not any(slot_in_use(d) for d in slot_dirs(self.root)):  # the workers have flushed and gone
                         deadline = deadline if deadline is not None else self._clock() + self._drain
-                        if self._clock() > deadline or not self.connected or self._spool_bytes() == 0:
+                        if self._clock() > deadline or (last_try and not self.connected) or self._spool_bytes() == 0:
                             break
                 moved = False
                 if self.connected:
                     moved = await self._pass()
                 elif not stop.is_set():
                     await _unless(stop, self._connect())
+                elif not last_try:  # stopped before it ever connected (a gateway stopped right after start)
+                    await self._connect()
+                    last_try = True
                 self._write_status()
                 if moved:
                     continue

@@ -47,7 +47,7 @@ class Pipeline:
     async def __aenter__(self) -> Pipeline:
         await self.recorder.start()
         self._task = asyncio.create_task(self.relay.run(self._stop))
-        for _ in range(200):  # on the way out the relay leaves the spool to its next run unless connected
+        for _ in range(200):  # connected before the tests write: their events count as live, not replayed
             if self.relay.connected:
                 break
             await asyncio.sleep(0.05)
@@ -263,6 +263,39 @@ def test_a_killed_relay_is_restarted_and_no_event_is_lost(tmp_path: Path, fake_l
             assert ready["dependencies"]["nats"] == {"ok": True, "relay": "running", "spool_bytes": 0}
         finally:
             procs.stop(gw.proc)
+
+
+async def spooled(root: Path, prefix: str, n: int) -> None:
+    recorder = SpoolingRecorder(SpoolWriter(root / "0", max_bytes=1 << 20, segment_bytes=1 << 16))
+    await recorder.start()
+    for i in range(n):
+        recorder.embedding(outcome(prefix, i))
+    await recorder.close()
+
+
+async def test_a_relay_stopped_before_it_connected_still_publishes_what_was_spooled(tmp_path: Path) -> None:
+    # A gateway stopped right after it started: its relay gets SIGTERM while still starting.
+    with EmbeddedNats(tmp_path / "nats") as server:
+        await spooled(tmp_path / "spool", "early", 10)
+        relay = Relay(tmp_path / "spool", server.url, batch=512, publish_timeout_s=2.0, duplicate_window_s=7200)
+        stop = asyncio.Event()
+        stop.set()
+        await asyncio.wait_for(relay.run(stop), 30)
+        assert relay.status.published == 20
+        assert pending_bytes(tmp_path / "spool" / "0") == 0
+
+
+async def test_a_relay_stopped_with_nats_down_stops_promptly_and_keeps_the_spool(tmp_path: Path) -> None:
+    await spooled(tmp_path / "spool", "down", 10)
+    relay = Relay(tmp_path / "spool", f"nats://127.0.0.1:{procs.free_port()}", batch=512, publish_timeout_s=1.0,
+                  duplicate_window_s=7200)
+    stop = asyncio.Event()
+    stop.set()
+    started = time.monotonic()
+    await asyncio.wait_for(relay.run(stop), 30)
+    assert time.monotonic() - started < 5
+    assert relay.status.published == 0
+    assert pending_bytes(tmp_path / "spool" / "0") > 0  # for the next start
 
 
 def test_sigterm_publishes_the_last_requests_events_before_the_gateway_exits(tmp_path: Path, fake_llm: FakeLLM) -> None:
