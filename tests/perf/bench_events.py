@@ -30,7 +30,13 @@ from appliance.events.recorder import SpoolingRecorder
 from appliance.events.relay import Relay, read_status
 from appliance.events.spool import SpoolWriter, pending_bytes
 from tests import procs
-from tests.perf.bench_gateway import start_appliance, start_nginx, start_python_upstream, wrk
+from tests.perf.bench_gateway import (
+    start_appliance,
+    start_nginx,
+    start_python_upstream,
+    with_children,
+    wrk,
+)
 
 
 def chat(i: int) -> ChatOutcome:
@@ -40,18 +46,23 @@ def chat(i: int) -> ChatOutcome:
                        latency_ms=12.0, started_at=1_700_000_000 + i)
 
 
-async def fill(url: str, n: int, work: Path) -> None:
-    """`n` chat outcomes through a spool slot and the relay into JetStream, as a gateway would."""
-    recorder = SpoolingRecorder(SpoolWriter(work / "fill" / "0", max_bytes=1 << 30, segment_bytes=1 << 24))
-    relay = Relay(work / "fill", url, batch=512, publish_timeout_s=5, duplicate_window_s=7200)
+async def spool(root: Path, n: int) -> None:
+    """`n` chat outcomes written to spool slot 0 under `root`, as a gateway worker would."""
+    recorder = SpoolingRecorder(SpoolWriter(root / "0", max_bytes=1 << 31, segment_bytes=1 << 24))
     await recorder.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
     for i in range(n):
         recorder.chat(chat(i))
         if i % 1000 == 0:
             await asyncio.sleep(0)
     await recorder.close()
+
+
+async def fill(url: str, n: int, work: Path) -> None:
+    """`n` chat outcomes through a spool slot and the relay into JetStream, as a gateway would."""
+    relay = Relay(work / "fill", url, batch=512, publish_timeout_s=5, duplicate_window_s=7200)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    await spool(work / "fill", n)
     stop.set()
     await task
 
@@ -60,10 +71,7 @@ def cpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) so far of a gateway, by role: the gateway's processes
     (main, workers) and its relay."""
     out = {"gateway": 0.0, "relay": 0.0}
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
+    for p in with_children(pid):
         with contextlib.suppress(OSError):
             role = "relay" if b"relay" in Path(f"/proc/{p}/cmdline").read_bytes() else "gateway"
             out[role] += process_cpu(p)

@@ -97,13 +97,18 @@ def wrk(url: str, body: dict[str, object], conns: int, seconds: int, headers: di
     return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "errors": float(non2xx.group(1)) if non2xx else 0.0}
 
 
-def rss_mb(pid: int) -> float:
-    """RSS of a process and its children (Granian's worker), in MB."""
-    total = 0
+def with_children(pid: int) -> list[int]:
+    """A process and its children (Granian's workers, the relay)."""
     pids = [pid]
     with contextlib.suppress(OSError):
         pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
+    return pids
+
+
+def rss_mb(pid: int) -> float:
+    """RSS of a process and its children (Granian's worker), in MB."""
+    total = 0
+    for p in with_children(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

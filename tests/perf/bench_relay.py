@@ -20,20 +20,8 @@ import time
 from pathlib import Path
 
 from appliance.embedded.nats import EmbeddedNats
-from appliance.events.recorder import SpoolingRecorder
 from appliance.events.relay import Relay
-from appliance.events.spool import SpoolWriter
-from tests.perf.bench_events import chat
-
-
-async def spool(root: Path, records: int) -> None:
-    recorder = SpoolingRecorder(SpoolWriter(root / "0", max_bytes=1 << 31, segment_bytes=1 << 24))
-    await recorder.start()
-    for i in range(records):
-        recorder.chat(chat(i))
-        if i % 1000 == 0:
-            await asyncio.sleep(0)
-    await recorder.close()
+from tests.perf.bench_events import spool
 
 
 async def drain(root: Path, url: str, events: int) -> None:
