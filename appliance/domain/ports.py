@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +74,10 @@ class Reranker(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event for the pipeline: subject, JSON-able payload, and its de-duplication id."""
+class Event(NamedTuple):
+    """One event for the pipeline: subject, JSON-able payload, and its de-duplication id (a
+    tuple: the relay makes several per request, and a dataclass costs more to build)."""
 
     subject: str
     payload: Mapping[str, Any]
     msg_id: str
-    headers: Mapping[str, str] = field(default_factory=dict)

@@ -11,73 +11,49 @@ produces the same `Nats-Msg-Id`s and JetStream drops the repeats.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
-from appliance.domain.events import chat_events, embedding_events, retrieval_events
+from appliance.domain.events import Recorded, chat_events, embedding_events, retrieval_events
 from appliance.domain.ports import Event
-from appliance.domain.records import (
-    ChatOutcome,
-    EmbeddingOutcome,
-    RetrievalOutcome,
-    RetrievedChunk,
-    ToolCall,
-    Usage,
-)
-
-T = TypeVar("T")
+from appliance.domain.records import ChatOutcome, EmbeddingOutcome, RetrievalOutcome
 
 
 def encode(outcome: object) -> bytes:
     return orjson.dumps(outcome, default=str)
 
 
-_NAMES: dict[type[Any], frozenset[str]] = {}
+def _defaults(cls: type[Any]) -> dict[str, Any]:
+    """The fields of `cls` that have defaults, with them: what a record from a version
+    before such a field was added lacks."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
-def _names(cls: type[Any]) -> frozenset[str]:
-    names = _NAMES.get(cls)
-    if names is None:
-        names = _NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
-    return names
-
-
-def _build(cls: type[T], data: Mapping[str, Any], **nested: Any) -> T:
-    """`cls` from a JSON object, ignoring fields it does not know (a record from a newer
-    version) and leaving out missing ones to their defaults (an older one)."""
-    try:
-        return cls(**data, **nested)
-    except TypeError:  # a field it does not know: the rare case, so only then filter
-        names = _names(cls)
-        return cls(**{k: v for k, v in data.items() if k in names}, **nested)
-
-
-def _chat(d: dict[str, Any]) -> Iterator[Event]:
-    usage = _build(Usage, d.pop("usage", None) or {})
-    calls = tuple(_build(ToolCall, c) for c in d.pop("tool_calls", None) or ())
-    return chat_events(_build(ChatOutcome, d, usage=usage, tool_calls=calls))
-
-
-def _embedding(d: dict[str, Any]) -> Iterator[Event]:
-    return embedding_events(_build(EmbeddingOutcome, d))
-
-
-def _retrieval(d: dict[str, Any]) -> Iterator[Event]:
-    hits = tuple(_build(RetrievedChunk, h) for h in d.pop("hits", None) or ())
-    return retrieval_events(_build(RetrievalOutcome, d, hits=hits))
-
-
-KINDS: dict[str, Callable[[dict[str, Any]], Iterator[Event]]] = {
-    "chat": _chat, "embedding": _embedding, "retrieval": _retrieval}
+# kind -> (the defaults of its outcome's fields, its events)
+KINDS: dict[str, tuple[dict[str, Any], Callable[[Recorded], list[Event]]]] = {
+    "chat": (_defaults(ChatOutcome), chat_events),
+    "embedding": (_defaults(EmbeddingOutcome), embedding_events),
+    "retrieval": (_defaults(RetrievalOutcome), retrieval_events),
+}
 
 
 def events_of(kind: str, data: bytes) -> list[Event]:
     """The events one spooled outcome stands for; ValueError/TypeError/KeyError when the
-    record cannot be read as that kind."""
-    expand = KINDS[kind]
+    record cannot be read as that kind. Fields a record lacks take their defaults (a record
+    from an older version); fields it has beyond the outcome's are ignored (a newer one)."""
+    defaults, expand = KINDS[kind]
     body = orjson.loads(data)
     if not isinstance(body, dict):
         raise ValueError(f"a {kind} record is not a JSON object")
-    return list(expand(body))
+    try:
+        return expand(body)
+    except KeyError:  # the rare case, so only then merge
+        return expand(defaults | body)

@@ -32,6 +32,7 @@ _HEAD = struct.Struct(">II")
 FsyncPolicy = Literal["always", "batch", "never"]
 FLUSH_BYTES = 64 * 1024  # a buffered writer writes at least this often
 SIZE_REFRESH_S = 1.0  # how stale the writer's view of the reader's progress may be
+READ_BYTES = 256 * 1024  # the reader reads a segment this much at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +180,7 @@ class SpoolReader:
     def __init__(self, directory: Path, *, save_every_s: float = 1.0) -> None:
         self.dir = directory
         self.corrupt = 0
+        self._torn = 0  # the last segment found to end in a torn record
         self._cursor = read_cursor(directory)
         self._saved = self._cursor
         self._save_every = save_every_s
@@ -217,7 +219,8 @@ class SpoolReader:
             offset, torn = self._read_segment(seq, offset, limit, out)
             if len(out) >= limit or not complete:
                 break
-            if torn:
+            if torn and seq != self._torn:  # counted once, however often its segment is read
+                self._torn = seq
                 self.corrupt += 1
                 log.error("spool segment ends in a torn record; skipped", extra={"segment": seq, "offset": offset})
             if not out:  # nothing unacknowledged left in it: forget it now
@@ -228,31 +231,35 @@ class SpoolReader:
 
     def _read_segment(self, seq: int, offset: int, limit: int, out: list[Record]) -> tuple[int, bool]:
         """Append records of segment `seq` from `offset`; returns where reading stopped and
-        whether a torn (incomplete) record is there."""
+        whether a torn (incomplete) record is there. Reads `READ_BYTES` at a time, not to
+        the end of the segment: a backlog is read a batch at a time."""
         try:
             f = open(segment_path(self.dir, seq), "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             return offset, False
         with f:
             f.seek(offset)
-            data = f.read()
-        pos = 0
-        while len(out) < limit:
-            if len(data) - pos < _HEAD.size:
-                return offset + pos, len(data) > pos
-            length, crc = _HEAD.unpack_from(data, pos)
-            start = pos + _HEAD.size
-            body = data[start:start + length]
-            if len(body) < length:
-                return offset + pos, True
-            pos = start + length
-            if zlib.crc32(body) != crc:
-                self.corrupt += 1
-                log.error("spool record failed its checksum; skipped", extra={"segment": seq, "offset": offset + pos})
-                out.append(Record("", "", b"", seq, offset + pos))  # acknowledged like any other, never published
-                continue
-            kind, key, payload = body.split(b"\n", 2)
-            out.append(Record(kind.decode(), key.decode(), payload, seq, offset + pos))
+            data = f.read(READ_BYTES)
+            pos = 0
+            while len(out) < limit:
+                have = len(data) - pos
+                need = _HEAD.size + (_HEAD.unpack_from(data, pos)[0] if have >= _HEAD.size else 0)
+                if have < need:  # the next record is not all here: read on, if the segment has it
+                    rest = os.fstat(f.fileno()).st_size - offset - len(data)
+                    if have + rest < need or rest <= 0:
+                        return offset + pos, have > 0
+                    data, offset, pos = data[pos:] + f.read(max(READ_BYTES, need - have)), offset + pos, 0
+                    continue
+                crc = _HEAD.unpack_from(data, pos)[1]
+                body = data[pos + _HEAD.size:pos + need]
+                pos += need
+                if zlib.crc32(body) != crc:
+                    self.corrupt += 1
+                    log.error("spool record failed its checksum; skipped", extra={"segment": seq, "offset": offset + pos})
+                    out.append(Record("", "", b"", seq, offset + pos))  # acknowledged like any other, never published
+                    continue
+                kind, key, payload = body.split(b"\n", 2)
+                out.append(Record(kind.decode(), key.decode(), payload, seq, offset + pos))
         return offset + pos, False
 
     def ack(self, record: Record) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from appliance.events.spool import SpoolReader, SpoolWriter, pending_bytes
+from appliance.events.spool import READ_BYTES, SpoolReader, SpoolWriter, pending_bytes
 
 
 def writer(d: Path, **kw: int) -> SpoolWriter:
@@ -87,6 +87,33 @@ def test_a_torn_tail_is_skipped_once_the_segment_is_complete_and_a_bad_checksum_
     w2 = writer(tmp_path, segment_bytes=1 << 20)  # the restarted worker starts a new segment
     w2.append("chat", "next", b"payload")
     assert [x.key for x in r.read(10)] == ["next"] and r.corrupt == 2
+
+
+def test_a_backlog_of_big_and_small_records_is_read_a_batch_at_a_time_intact(tmp_path: Path) -> None:
+    w = writer(tmp_path, segment_bytes=8 << 20, max_bytes=16 << 20)
+    sizes = [10, READ_BYTES + 7, 3, 2 * READ_BYTES, 100, READ_BYTES - 20] * 3  # records across read boundaries
+    for i, n in enumerate(sizes):
+        assert w.append("chat", f"m{i}", bytes([i]) * n)
+    w.close()
+    r = SpoolReader(tmp_path)
+    got = []
+    while records := r.read(2):
+        got += [(x.key, len(x.data), x.data[:1]) for x in records]
+        r.ack(records[-1])
+    assert got == [(f"m{i}", n, bytes([i])) for i, n in enumerate(sizes)] and r.corrupt == 0
+
+
+def test_a_record_claiming_more_bytes_than_its_segment_has_is_a_torn_one(tmp_path: Path) -> None:
+    w = writer(tmp_path, segment_bytes=1 << 20)
+    w.append("chat", "m0", b"payload")
+    w.close()
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    seg.write_bytes(seg.read_bytes() + b"\xff\xff\xff\xf0\x00\x00\x00\x00")  # a length of ~4 GB: never read
+    writer(tmp_path).close()  # a later segment: this one is complete
+    r = SpoolReader(tmp_path)
+    [record] = r.read(10)
+    r.ack(record)
+    assert record.key == "m0" and r.read(10) == [] and r.corrupt == 1
 
 
 def test_a_writer_and_a_reader_at_once_lose_and_repeat_nothing(tmp_path: Path) -> None:
