@@ -1,7 +1,13 @@
 """Event pipeline benchmark: gateway RPS with events on vs off (same run, alternating
 rounds), and persister throughput draining a backlog.
 
-    python -m tests.perf.bench_events [--seconds 6] [--rounds 3] [--events 50000]
+    python -m tests.perf.bench_events [--seconds 5] [--rounds 5] [--events 50000]
+
+Two more conditions take the events-on difference apart. A gateway with events on but NATS
+unreachable: what it loses against events off is the serving processes' own share (the
+spool writes). The events-off gateway with a minimal publisher (jetstream_load.py) putting
+the same messages into the same JetStream at the events-on rate: nats-server's share, which
+no relay can save. Each row also gives CPU per chat by process and how idle the machine was.
 
 Bars (issue 4): events on vs off under 3% apart; persister >= 5,000 events/s.
 """
@@ -15,6 +21,7 @@ import contextlib
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,14 +74,14 @@ async def fill(url: str, n: int, work: Path) -> None:
     await task
 
 
-def cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) so far of a gateway, by role: the gateway's processes
-    (main, workers) and its relay."""
+def cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of processes, by role: a gateway's processes
+    (main, workers), and its relay or a load publisher."""
     out = {"gateway": 0.0, "relay": 0.0}
-    for p in with_children(pid):
+    for p in pids:
         with contextlib.suppress(OSError):
-            role = "relay" if b"relay" in Path(f"/proc/{p}/cmdline").read_bytes() else "gateway"
-            out[role] += process_cpu(p)
+            cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
+            out["relay" if b"relay" in cmdline or b"jetstream_load" in cmdline else "gateway"] += process_cpu(p)
     return out
 
 
@@ -83,10 +90,32 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def box_idle() -> tuple[int, int]:
+    """Idle (with iowait) and total jiffies of the machine so far, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+# The conditions compared, in round order: which gateway serves, and with what beside it.
+CONDITIONS = {"on": "events on",
+              "spool": "events on, NATS unreachable (spool only)",
+              "jetstream": "events off + the same JetStream load from a minimal publisher",
+              "off": "events off"}
+
+
+def load_publisher(url: str, rate: float) -> subprocess.Popen[bytes]:
+    """tests/perf/jetstream_load.py publishing `rate` messages per second to the NATS at `url`."""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.perf.jetstream_load", host, port, f"{rate:.0f}"],
+                            cwd=procs.ROOT, env=procs.child_env())
+    time.sleep(0.5)  # started and publishing
+    return proc
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=50_000)
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -98,44 +127,66 @@ def main() -> int:
     upstream = start_nginx(work, up_port) if shutil.which("nginx") else start_python_upstream(up_port)
     nats = EmbeddedNats(work / "nats")
     nats.start()
-    on, on_port = start_appliance(work, "on", up_port, APPLIANCE_NATS_URL=nats.url)
-    off, off_port = start_appliance(work, "off", up_port, APPLIANCE_EVENTS__ENABLED="false")
-    body = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello"}]}
-    rps: dict[str, list[float]] = {"on": [], "off": []}
-    # CPU per chat while wrk runs, microseconds: the gateway's processes, and relay + nats-server.
-    cpu: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
     nats_pid = nats.pid
     assert nats_pid is not None
+    envs = {"on": {"APPLIANCE_NATS_URL": nats.url},
+            "spool": {"APPLIANCE_NATS_URL": f"nats://127.0.0.1:{procs.free_port()}"},  # nobody listens there
+            "off": {"APPLIANCE_EVENTS__ENABLED": "false"}}
+    gateways = {name: start_appliance(work, name, up_port, **env) for name, env in envs.items()}
+    conditions = {name: gateways["off" if name == "jetstream" else name] for name in CONDITIONS}
+    body = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello"}]}
+    rps: dict[str, list[float]] = {name: [] for name in conditions}
+    # Per round, while wrk runs: CPU per chat (microseconds) of the gateway's processes, its
+    # relay (or the load publisher) and nats-server, and the machine's idle share.
+    cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name in conditions}
+    idle: dict[str, list[float]] = {name: [] for name in conditions}
     try:
-        for port in (on_port, off_port):
+        for _, port in gateways.values():
             wrk(f"http://127.0.0.1:{port}/v1/chat/completions", body, 32, 2, {})
-        for _ in range(args.rounds):
-            for name, proc, port in (("on", on, on_port), ("off", off, off_port)):
-                before, nats_before = cpu_seconds(proc.pid), process_cpu(nats_pid)
+        for i in range(args.rounds):
+            order = list(conditions.items())
+            for name, (proc, port) in order if i % 2 == 0 else order[::-1]:  # no condition always first
+                # Two events per chat at the rate the events-on gateway served last.
+                load = load_publisher(nats.url, 2 * rps["on"][-1]) if name == "jetstream" else None
+                pids = with_children(proc.pid) + ([load.pid] if load else [])
+                before, nats_before, idle_before = cpu_seconds(pids), process_cpu(nats_pid), box_idle()
                 result = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", body, 32, args.seconds, {})
-                after, nats_after = cpu_seconds(proc.pid), process_cpu(nats_pid)
+                after, nats_after, idle_after = cpu_seconds(pids), process_cpu(nats_pid), box_idle()
+                if load:
+                    load.kill()
+                    load.wait()
                 chats = result["rps"] * args.seconds
                 rps[name].append(result["rps"])
                 cpu[name].append(((after["gateway"] - before["gateway"]) / chats * 1e6,
-                                  (after["relay"] - before["relay"] + nats_after - nats_before) / chats * 1e6))
+                                  (after["relay"] - before["relay"]) / chats * 1e6,
+                                  (nats_after - nats_before) / chats * 1e6))
+                idle[name].append((idle_after[0] - idle_before[0]) / max(1, idle_after[1] - idle_before[1]) * 100)
     finally:
-        procs.stop(on)
-        procs.stop(off)
+        for proc, _ in gateways.values():
+            procs.stop(proc)
         upstream.terminate()
     status = read_status(work / "on" / "spool") or {}
     left = sum(pending_bytes(d) for d in (work / "on" / "spool").iterdir() if d.is_dir())
     rows: list[tuple[str, str]] = []
-    med_on, med_off = statistics.median(rps["on"]), statistics.median(rps["off"])
-    rows.append(("gateway RPS, events on (median of rounds)", f"{med_on:.0f}  {[round(x) for x in rps['on']]}"))
-    rows.append(("gateway RPS, events off", f"{med_off:.0f}  {[round(x) for x in rps['off']]}"))
-    rows.append(("difference", f"{(med_off - med_on) / med_off * 100:+.1f}% (on slower when positive)"))
-    for name in ("on", "off"):
-        gateway_us = statistics.median(g for g, _ in cpu[name])
-        events_us = statistics.median(e for _, e in cpu[name])
-        rows.append((f"CPU per chat, events {name}: gateway | relay + nats-server",
-                     f"{gateway_us:.0f} us | {events_us:.0f} us"))
+    med_off = statistics.median(rps["off"])
+    for name, label in CONDITIONS.items():
+        med = statistics.median(rps[name])
+        # Each round against the events-off round next to it: drift between rounds cancels out.
+        paired = statistics.median((r - o) / o * 100 for r, o in zip(rps[name], rps["off"], strict=True))
+        gateway_us, relay_us, nats_us = (statistics.median(c[k] for c in cpu[name]) for k in range(3))
+        rows.append((f"{label}: RPS (median of rounds)", f"{med:.0f}  {[round(x) for x in rps[name]]}"))
+        if name != "off":
+            rows.append(("  against events off: medians | paired rounds",
+                         f"{(med - med_off) / med_off * 100:+.1f}% | {paired:+.1f}%"))
+        rows.append(("  CPU per chat: gateway | relay or load publisher | nats-server",
+                     f"{gateway_us:.0f} | {relay_us:.1f} | {nats_us:.1f} us; machine idle "
+                     f"{statistics.median(idle[name]):.0f}%"))
     rows.append(("events published by the relay (2 per chat)", f"{status.get('published')}, spool bytes left {left}"))
 
+    nats.stop()
+    # The persister drains a backlog of its own, in a fresh store: only the events counted.
+    nats = EmbeddedNats(work / "nats-persist")
+    nats.start()
     with EmbeddedPostgres(work / "pg", delete_on_stop=True) as pg:
         migrate(pg.url, {"embedding_dim": 384})
         asyncio.run(fill(nats.url, args.events, work))
@@ -155,7 +206,7 @@ def main() -> int:
         rows.append((f"persister: {args.events} chat events (chat_history + chat_pairs rows)",
                      f"{args.events / elapsed:.0f} events/s ({elapsed:.1f} s incl. start)"))
     nats.stop()
-    print(f"\nevents benchmark: 1 worker, 32 connections, {args.seconds}s x {args.rounds} rounds, "
+    print(f"\nevents benchmark: 1 worker per gateway, 32 connections, {args.seconds}s x {args.rounds} rounds, "
           "nginx upstream\n")
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

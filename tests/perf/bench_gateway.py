@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def start_python_upstream(port: int) -> subprocess.Popen[bytes]:
     return procs.spawn(["-m", "tests.fake_llm", "--port", str(port), "--models", "bench-model"], port)
 
 
-def wrk(url: str, body: dict[str, object], conns: int, seconds: int, headers: dict[str, str]) -> dict[str, float]:
+def wrk(url: str, body: Mapping[str, object], conns: int, seconds: int, headers: dict[str, str]) -> dict[str, float]:
     hdrs = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
