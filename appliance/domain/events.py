@@ -23,11 +23,6 @@ from appliance.domain.ports import Event
 SCHEMA_VERSION: Final = 1
 PIPELINE: Final = "pipeline.knowledge"
 TELEMETRY: Final = "telemetry.knowledge"
-CHAT_PERSIST: Final = f"{PIPELINE}.chat.persist"
-TOOL_CALL: Final = f"{PIPELINE}.tool_call"
-TOOL_CALL_TELEMETRY: Final = f"{TELEMETRY}.tool_call"
-FLOW_LINEAGE: Final = f"{PIPELINE}.flow.lineage"
-CHAT_TELEMETRY: Final = f"{TELEMETRY}.chat"
 
 Recorded = Mapping[str, Any]  # an outcome's fields by name, JSON values
 
@@ -57,21 +52,21 @@ def chat_events(o: Recorded) -> list[Event]:
     calls = [{"name": c["name"], "arguments": c["arguments"], "id": c.get("id")} for c in o["tool_calls"]]
     events: list[Event] = []
     if o["status"] == 200:
-        events.append(_event(CHAT_PERSIST, cid, t, {
+        events.append(_event(f"{PIPELINE}.chat.persist", cid, t, {
             "model": model, "upstream_model": o["upstream_model"], "backend": backend, "route": route,
             "streaming": o["streaming"], "messages": list(o["messages"]), "response_text": o["response_text"],
             "finish_reason": o["finish_reason"], "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out},
             "workspace": o["workspace"], "sources": list(o["sources"]), "tool_calls": calls}))
     for i, call in enumerate(calls):
-        events.append(_event(TOOL_CALL, cid, t, {"index": i, "name": call["name"], "arguments": call["arguments"],
+        events.append(_event(f"{PIPELINE}.tool_call", cid, t, {"index": i, "name": call["name"], "arguments": call["arguments"],
                                                  "call_id": call["id"], "model": model, "backend": backend}, i))
-        events.append(_event(TOOL_CALL_TELEMETRY, cid, t, {"index": i, "name": call["name"], "model": model,
+        events.append(_event(f"{TELEMETRY}.tool_call", cid, t, {"index": i, "name": call["name"], "model": model,
                                                            "backend": backend}, i))
     if route == "rag":
-        events.append(_event(FLOW_LINEAGE, cid, t, {
+        events.append(_event(f"{PIPELINE}.flow.lineage", cid, t, {
             "workspace": o["workspace"], "sources": list(o["sources"]), "model": model, "backend": backend,
             "route": route, "status": o["status"]}))
-    events.append(_event(CHAT_TELEMETRY, cid, t, {
+    events.append(_event(f"{TELEMETRY}.chat", cid, t, {
         "model": model, "backend": backend, "route": route, "streaming": o["streaming"],
         "tokens_in": tokens_in, "tokens_out": tokens_out, "latency_ms": _ms(o["latency_ms"]),
         "ttft_ms": _ms(o["ttft_ms"]), "cost_usd": o["cost_usd"], "status": o["status"], "error": o["error"],

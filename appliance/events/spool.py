@@ -243,14 +243,16 @@ class SpoolReader:
             pos = 0
             while len(out) < limit:
                 have = len(data) - pos
-                need = _HEAD.size + (_HEAD.unpack_from(data, pos)[0] if have >= _HEAD.size else 0)
+                length, crc = _HEAD.unpack_from(data, pos) if have >= _HEAD.size else (0, 0)
+                need = _HEAD.size + length
                 if have < need:  # the next record is not all here: read on, if the segment has it
                     rest = os.fstat(f.fileno()).st_size - offset - len(data)
                     if have + rest < need or rest <= 0:
                         return offset + pos, have > 0
                     data, offset, pos = data[pos:] + f.read(max(READ_BYTES, need - have)), offset + pos, 0
                     continue
-                crc = _HEAD.unpack_from(data, pos)[1]
+                if not length:  # zeros where a record should begin: nothing after them can be read
+                    return offset + pos, True
                 body = data[pos + _HEAD.size:pos + need]
                 pos += need
                 if zlib.crc32(body) != crc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 from appliance.events.spool import READ_BYTES, SpoolReader, SpoolWriter, pending_bytes
 
 
@@ -103,12 +105,14 @@ def test_a_backlog_of_big_and_small_records_is_read_a_batch_at_a_time_intact(tmp
     assert got == [(f"m{i}", n, bytes([i])) for i, n in enumerate(sizes)] and r.corrupt == 0
 
 
-def test_a_record_claiming_more_bytes_than_its_segment_has_is_a_torn_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tail", [b"\xff\xff\xff\xf0\x00\x00\x00\x00",  # a length of ~4 GB: never read
+                                  bytes(64)])                            # zeros where a record should begin
+def test_a_record_claiming_more_bytes_than_its_segment_has_is_a_torn_one(tmp_path: Path, tail: bytes) -> None:
     w = writer(tmp_path, segment_bytes=1 << 20)
     w.append("chat", "m0", b"payload")
     w.close()
     seg = sorted(tmp_path.glob("*.seg"))[-1]
-    seg.write_bytes(seg.read_bytes() + b"\xff\xff\xff\xf0\x00\x00\x00\x00")  # a length of ~4 GB: never read
+    seg.write_bytes(seg.read_bytes() + tail)
     writer(tmp_path).close()  # a later segment: this one is complete
     r = SpoolReader(tmp_path)
     [record] = r.read(10)
