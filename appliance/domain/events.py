@@ -58,10 +58,11 @@ def chat_events(o: Recorded) -> list[Event]:
             "finish_reason": o["finish_reason"], "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out},
             "workspace": o["workspace"], "sources": list(o["sources"]), "tool_calls": calls}))
     for i, call in enumerate(calls):
-        events.append(_event(f"{PIPELINE}.tool_call", cid, t, {"index": i, "name": call["name"], "arguments": call["arguments"],
-                                                 "call_id": call["id"], "model": model, "backend": backend}, i))
-        events.append(_event(f"{TELEMETRY}.tool_call", cid, t, {"index": i, "name": call["name"], "model": model,
-                                                           "backend": backend}, i))
+        events.append(_event(f"{PIPELINE}.tool_call", cid, t, {
+            "index": i, "name": call["name"], "arguments": call["arguments"], "call_id": call["id"], "model": model,
+            "backend": backend}, i))
+        events.append(_event(f"{TELEMETRY}.tool_call", cid, t, {
+            "index": i, "name": call["name"], "model": model, "backend": backend}, i))
     if route == "rag":
         events.append(_event(f"{PIPELINE}.flow.lineage", cid, t, {
             "workspace": o["workspace"], "sources": list(o["sources"]), "model": model, "backend": backend,

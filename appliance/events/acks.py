@@ -98,7 +98,7 @@ class AckTracker:
                 token = self._send_token()
                 proofs[token] = stream
                 reply = f"{self._prefix}.{token}"
-            frames.append(_frame(subject, reply, msg_id, data, expected))
+            frames.append(hpub_frame(subject, reply, msg_id, data, expected))
         await self._send(frames)
         acks = await self._settle(timeout_s)
         for token, stream in proofs.items():
@@ -114,7 +114,7 @@ class AckTracker:
         for subject, msg_id, data in messages:
             token = self._send_token()
             tokens.append(token)
-            frames.append(_frame(subject, f"{self._prefix}.{token}", msg_id, data))
+            frames.append(hpub_frame(subject, f"{self._prefix}.{token}", msg_id, data))
         await self._send(frames)
         acks = await self._settle(timeout_s)
         refused: list[str] = []
@@ -167,7 +167,7 @@ class AckTracker:
             self._acks = {}
 
 
-def _frame(subject: str, reply: str, msg_id: str, data: bytes, expected_last_id: str = "") -> bytes:
+def hpub_frame(subject: str, reply: str, msg_id: str, data: bytes, expected_last_id: str = "") -> bytes:
     """One HPUB protocol message with a `Nats-Msg-Id` header and, when given, the expected
     last one (subject and reply are ours, ids come from validated correlation ids: none can
     hold whitespace)."""

@@ -107,7 +107,7 @@ def test_a_backlog_of_big_and_small_records_is_read_a_batch_at_a_time_intact(tmp
 
 @pytest.mark.parametrize("tail", [b"\xff\xff\xff\xf0\x00\x00\x00\x00",  # a length of ~4 GB: never read
                                   bytes(64)])                            # zeros where a record should begin
-def test_a_record_claiming_more_bytes_than_its_segment_has_is_a_torn_one(tmp_path: Path, tail: bytes) -> None:
+def test_a_record_that_cannot_be_read_to_its_end_is_a_torn_one(tmp_path: Path, tail: bytes) -> None:
     w = writer(tmp_path, segment_bytes=1 << 20)
     w.append("chat", "m0", b"payload")
     w.close()

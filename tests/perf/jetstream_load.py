@@ -1,6 +1,6 @@
 """JetStream's own share of the events cost: publishes what a gateway's relay would, at a
-given rate, with as little client work as possible (frames built once per tick on a raw
-socket, one ack asked per tick), so nearly all the CPU it causes is nats-server's.
+given rate, with as little client work as possible (the relay's frames, built once per tick
+on a raw socket, one ack asked per tick), so nearly all the CPU it causes is nats-server's.
 
     python -m tests.perf.jetstream_load HOST PORT RATE
 
@@ -18,21 +18,18 @@ import socket
 import sys
 import time
 
+from appliance.events.acks import hpub_frame
+
 TICK_S = 0.05
-SUBJECTS = ((b"pipeline.knowledge.chat.persist", b'{"schema_version":1,"pad":"' + b"p" * 370 + b'"}'),
-            (b"telemetry.knowledge.chat", b'{"schema_version":1,"pad":"' + b"t" * 220 + b'"}'))
+SUBJECTS = (("pipeline.knowledge.chat.persist", b'{"schema_version":1,"pad":"' + b"p" * 370 + b'"}'),
+            ("telemetry.knowledge.chat", b'{"schema_version":1,"pad":"' + b"t" * 220 + b'"}'))
 
 
-def frames(first: int, count: int, prefix: bytes) -> bytes:
-    """HPUB frames for messages `first`..`first + count - 1`; the last asks for an ack."""
-    out = []
-    for n in range(first, first + count):
-        subject, data = SUBJECTS[n % 2]
-        headers = b"NATS/1.0\r\nNats-Msg-Id: %s-%d\r\n\r\n" % (prefix, n)
-        reply = b" _LOAD.%d" % n if n == first + count - 1 else b""
-        out.append(b"HPUB %s%s %d %d\r\n%s%s\r\n" % (subject, reply, len(headers), len(headers) + len(data),
-                                                    headers, data))
-    return b"".join(out)
+def frames(first: int, count: int, prefix: str) -> bytes:
+    """The relay's HPUB frames for messages `first`..`first + count - 1`; the last asks for an ack."""
+    last = first + count - 1
+    return b"".join(hpub_frame(SUBJECTS[n % 2][0], f"_LOAD.{n}" if n == last else "", f"{prefix}-{n}", SUBJECTS[n % 2][1])
+                    for n in range(first, first + count))
 
 
 def main() -> int:
@@ -40,7 +37,7 @@ def main() -> int:
     sock = socket.create_connection((host, port))
     sock.recv(4096)  # the server's INFO
     sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\nSUB _LOAD.* 1\r\n')
-    prefix = b"load-%d-%d" % (os.getpid(), time.time_ns())
+    prefix = f"load-{os.getpid()}-{time.time_ns()}"
     per_tick = max(1, round(rate * TICK_S))
     sent, due = 0, time.monotonic()
     while True:
