@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from appliance.anthropic.errors import WireError
+from appliance.wire.errors import WireError
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,8 @@ import falcon
 import falcon.asgi
 import orjson
 
-from appliance.anthropic.errors import WireError as MessagesWireError
 from appliance.domain.errors import ApplianceError, PayloadTooLarge, UpstreamError
-from appliance.ollama.errors import WireError as OllamaWireError
-from appliance.openai.errors import WireError
+from appliance.wire.errors import WireError
 
 log = logging.getLogger("appliance.api")
 
@@ -58,7 +56,7 @@ async def on_appliance_error(req: falcon.asgi.Request, resp: falcon.asgi.Respons
     render(req, resp, ex.status, ex.message, ex.type, ex.param, ex.code)
 
 
-async def on_wire_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: WireError | MessagesWireError | OllamaWireError,
+async def on_wire_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: WireError,
                         params: dict[str, Any]) -> None:
     render(req, resp, 400, ex.message, "invalid_request_error", ex.param, None)
 
@@ -88,8 +86,6 @@ def install(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]) -> 
     app.add_error_handler(Exception, on_unexpected)
     app.add_error_handler(falcon.HTTPError, on_http_error)
     app.add_error_handler(WireError, on_wire_error)
-    app.add_error_handler(MessagesWireError, on_wire_error)
-    app.add_error_handler(OllamaWireError, on_wire_error)
     app.add_error_handler(ApplianceError, on_appliance_error)
 
 

@@ -30,9 +30,9 @@ from appliance.ollama.embed import (
     parse_embed,
     parse_embeddings,
 )
-from appliance.ollama.errors import WireError
 from appliance.ollama.models import show_response, tags_response, version_response
 from appliance.ollama.replies import ReplyStream, Timings, loaded, ns, reply, timestamp
+from appliance.wire.errors import WireError
 
 if TYPE_CHECKING:
     from appliance.services import Services

@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
-from appliance.ollama.errors import WireError
+from appliance.wire.errors import WireError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.ollama.errors import WireError
+from appliance.wire.errors import WireError
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from appliance.openai.errors import WireError
+from appliance.wire.errors import WireError
 
 log = logging.getLogger(__name__)
 

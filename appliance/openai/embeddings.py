@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from appliance.openai.errors import WireError
+from appliance.wire.errors import WireError
 
 log = logging.getLogger(__name__)
 
