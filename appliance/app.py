@@ -1,4 +1,8 @@
-"""The Falcon ASGI application: `create_app(settings, services)`; no work at import time."""
+"""The Falcon ASGI application: `create_app(settings, services)`; no work at import time.
+
+This is the route table: each feature's endpoints, and the service (built in
+`appliance.services`) they call.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import orjson
 
 from appliance.api import embeddings, errors, knowledge, ollama
 from appliance.api.asgi_scope import ReceiveInScope
+from appliance.api.body import BodyLimits
 from appliance.api.chat import ChatCompletions
 from appliance.api.health import HealthResource, ReadyResource
 from appliance.api.lifecycle import Lifecycle
@@ -21,29 +26,31 @@ from appliance.services import Services
 
 
 def create_app(settings: Settings, services: Services) -> ReceiveInScope:
-    context = RequestContext(max_body_bytes=settings.max_body_bytes,
+    context = RequestContext(body_limits=BodyLimits(settings.max_body_bytes, settings.body_read_timeout_s),
                              key_hashes=[k.sha256 for k in settings.catalog.api_keys],
                              access_log=settings.access_log)
-    app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response] = falcon.asgi.App(
-        middleware=[Lifecycle(services, context), context]
-    )
+    lifecycle = Lifecycle(services.start, services.aclose, context, drain_timeout_s=settings.drain_timeout_s,
+                          announce={"host": settings.host, "port": settings.port, "backends": len(services.backends)})
+    app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response] = falcon.asgi.App(middleware=[lifecycle, context])
     app.req_options.strip_url_path_trailing_slash = True
     json_handler = falcon.media.JSONHandler(dumps=lambda o: orjson.dumps(o).decode(), loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     errors.install(app)
 
-    app.add_route("/v1/chat/completions", ChatCompletions(services.chat, max_body_bytes=settings.max_body_bytes,
-                                                          finish=context.finish))
-    app.add_route("/v1/messages", Messages(services.chat, max_body_bytes=settings.max_body_bytes,
-                                           finish=context.finish))
+    finish = context.finish
+    app.add_route("/v1/chat/completions", ChatCompletions(services.chat, finish=finish))
+    app.add_route("/v1/messages", Messages(services.chat, finish=finish))
     models = ModelsResource(services.directory)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")
+    cfg = settings.knowledge
+    embeddings.add_routes(app, services.embeddings, max_inputs=cfg.embed_max_inputs,
+                          max_documents=cfg.rerank_max_documents)
+    knowledge.add_routes(app, services.knowledge)
+    ollama.add_routes(app, services.chat, services.directory, services.router, services.embeddings,
+                      max_inputs=cfg.embed_max_inputs, finish=finish)
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(services.backends, services.readiness))
     app.add_route("/metrics", MetricsResource(services.collectors))
-    embeddings.add_routes(app, services)
-    knowledge.add_routes(app, services)
-    ollama.add_routes(app, services, context.finish)
     return ReceiveInScope(app)

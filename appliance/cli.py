@@ -53,7 +53,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from appliance.db.migrate import migrate
-    from appliance.rag.ingest import database_url, embedding_dim
+    from appliance.embedded.postgres import database_url
+    from appliance.inference.model_files import embedding_dim
 
     settings = _settings(args)
     url, server = database_url(settings)

@@ -27,6 +27,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CapabilitiesConfig(_Strict):
+    """Overrides of what a backend's kind implies (appliance/backends/capabilities.py)."""
+
+    extension_fields: tuple[str, ...] | None = None
+    fetches_image_urls: bool | None = None
+    completions: bool | None = None
+    tokenize: bool | None = None
+
+
 class BackendConfig(_Strict):
     name: Annotated[str, Field(min_length=1)]
     kind: BackendKind
@@ -36,6 +45,7 @@ class BackendConfig(_Strict):
     timeout_s: Annotated[float | None, Field(gt=0)] = None
     headers: dict[str, str] = Field(default_factory=dict)
     discover: bool = True
+    capabilities: CapabilitiesConfig = CapabilitiesConfig()
 
     @field_validator("base_url")
     @classmethod
@@ -198,6 +208,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    body_read_timeout_s: Annotated[float, Field(gt=0)] = 30.0   # the whole request body, once the head is in
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_max_connections: Annotated[int, Field(ge=1)] = 256
@@ -210,6 +221,11 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     inference: InferenceSettings = InferenceSettings()
     catalog: Catalog = Catalog()
+
+    @property
+    def events_on(self) -> bool:
+        """Whether the event pipeline runs: enabled, and a NATS to publish to."""
+        return self.events.enabled and bool(self.nats_url)
 
 
 def _one_line(exc: ValidationError, env: bool = False) -> str:

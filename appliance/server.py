@@ -11,7 +11,7 @@ from granian.constants import Interfaces, Loops
 
 from appliance import logs, signals
 from appliance.config import Settings
-from appliance.events.relay_process import RelaySupervisor, events_on
+from appliance.events.relay_process import RelaySupervisor
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def serve(settings: Settings) -> int:
         workers_kill_timeout=int(settings.drain_timeout_s) + 5,
     )
     signals.guard_forks(server)  # a SIGTERM to a worker not yet at appliance.asgi's hold()
-    relay = RelaySupervisor(stop_timeout_s=settings.events.relay_drain_s + 5) if events_on(settings) else None
+    relay = RelaySupervisor(stop_timeout_s=settings.events.relay_drain_s + 5) if settings.events_on else None
     if relay is not None:
         relay.start()  # before the workers: they only write the spool, the relay publishes it
     try:

@@ -1,32 +1,46 @@
-"""Composition of one worker's services: backends, routing, chat, and what other features add.
+"""The composition root of one gateway worker: every feature built from its inputs, in order.
 
-`build_services` is synchronous and does no I/O; `Services.start()` opens connections on the
-running loop (ASGI lifespan start-up) and `aclose()` releases them in reverse order.
-A feature that needs start-up work appends to `starters`; its shutdown to `closers`; its
-readiness probe to `readiness`.
+    backends, router, directory     the catalog's backends (with their capabilities) and names
+    metrics recorder                counts chats, tokens and cost for /metrics
+    inference                       embedder + reranker (in process, or gRPC with fallback)
+    events                          the spool recorder (when NATS is configured)
+    recorder                        metrics + events, fanned out; handed to everything that records
+    knowledge                       store + service (when PostgreSQL is configured), RAG's context
+    embeddings                      the embedding/rerank service over inference
+    chat                            routing, retrieval, the backend call, recording
+
+`build_services` is synchronous and does no I/O. Each wiring module returns what it built
+and a `Feature` (start/close hooks, readiness probes, metric collectors); `Services.start()`
+runs the hooks in the order above on the worker's loop, `aclose()` in reverse. Nothing below
+this module imports it (an import-linter contract in pyproject.toml).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from appliance.api.health import ReadinessCheck
+from appliance.api.errors import status_of
 from appliance.api.metrics import MetricsRecorder
+from appliance.backends.capabilities import capabilities_of
 from appliance.backends.openai_compat import HttpPool, OpenAICompatBackend
 from appliance.config import Settings, read_secret
 from appliance.domain.chat import ChatService
+from appliance.domain.embeddings import EmbeddingService
+from appliance.domain.knowledge import KnowledgeService
 from appliance.domain.models import ModelDirectory
-from appliance.domain.ports import ChatBackend, Embedder, Reranker
+from appliance.domain.ports import ChatBackend
 from appliance.domain.records import FanoutRecorder, Recorder
 from appliance.domain.routing import ModelEntry, ModelRouter, RouteRule
-from appliance.events.wiring import add_events
-from appliance.inference.wiring import add_inference
-from appliance.rag.wiring import add_knowledge
+from appliance.events.wiring import build_events
+from appliance.feature import Feature, ReadinessCheck
+from appliance.inference.fallback import served_path
+from appliance.inference.wiring import Inference
+from appliance.rag.wiring import build_knowledge
 
 log = logging.getLogger(__name__)
 
@@ -38,69 +52,89 @@ class OrjsonCodec:
     dumps = staticmethod(orjson.dumps)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Services:
+    """What `create_app` routes to, and the features whose hooks run with the worker."""
+
     settings: Settings
     router: ModelRouter
-    backends: dict[str, ChatBackend]
+    backends: Mapping[str, ChatBackend]
     directory: ModelDirectory
     chat: ChatService
-    recorders: list[Recorder]
-    embedder: Embedder | None = None
-    reranker: Reranker | None = None
-    knowledge: Any = None
-    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
-    starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    collectors: list[Any] = field(default_factory=list)  # extra Prometheus collectors for /metrics
+    embeddings: EmbeddingService
+    knowledge: KnowledgeService | None
+    features: tuple[Feature, ...]
 
     @property
-    def recorder(self) -> Recorder:
-        return self.chat.recorder
+    def readiness(self) -> dict[str, ReadinessCheck]:
+        return {name: check for f in self.features for name, check in f.readiness.items()}
 
-    def add_recorder(self, recorder: Recorder) -> None:
-        self.recorders.append(recorder)
-        self.chat.recorder = FanoutRecorder(*self.recorders)
+    @property
+    def collectors(self) -> list[Any]:
+        return [c for f in self.features for c in f.collectors]
 
     async def start(self) -> None:
-        for start in self.starters:
-            await start()
+        for feature in self.features:
+            if feature.start is not None:
+                await feature.start()
 
     async def aclose(self) -> None:
-        for close in reversed(self.closers):
+        for feature in reversed(self.features):
+            if feature.close is None:
+                continue
             try:
-                await close()
+                await feature.close()
             except Exception:
-                log.exception("error while closing a service")
+                log.exception("error while closing a feature", extra={"feature": feature.name})
 
 
-def build_services(settings: Settings) -> Services:
-    catalog = settings.catalog
-    pool = HttpPool(max_connections=settings.upstream_max_connections)
-    backends: dict[str, ChatBackend] = {
+def build_backends(settings: Settings, pool: HttpPool) -> dict[str, ChatBackend]:
+    return {
         b.name: OpenAICompatBackend(
-            b.name, b.base_url, pool,
+            b.name, b.base_url, pool, capabilities=capabilities_of(b),
             api_key=read_secret(b.api_key_env, b.api_key_credential),
             headers=b.headers,
             timeout_s=b.timeout_s or settings.upstream_timeout_s,
             connect_timeout_s=settings.upstream_connect_timeout_s,
         )
-        for b in catalog.backends
+        for b in settings.catalog.backends
     }
-    router = ModelRouter(
+
+
+def build_router(settings: Settings) -> ModelRouter:
+    catalog = settings.catalog
+    return ModelRouter(
         [ModelEntry(m.id, m.backend, m.upstream_id or m.id, m.owned_by or m.backend, m.context_length,
                     m.description, m.tags, m.price_input_per_mtok, m.price_output_per_mtok) for m in catalog.models],
         [RouteRule(r.pattern, r.backend) for r in catalog.routes],
     )
+
+
+def build_services(settings: Settings) -> Services:
+    pool = HttpPool(max_connections=settings.upstream_max_connections)
+    backends = build_backends(settings, pool)
+    router = build_router(settings)
     directory = ModelDirectory(router, backends, ttl_s=settings.models_cache_ttl_s,
-                               discover={b.name: b.discover for b in catalog.backends})
+                               discover={b.name: b.discover for b in settings.catalog.backends})
+    features = [Feature("upstream", start=pool.start, close=pool.close)]
+
+    inference = Inference(settings)
+    features.append(inference.feature())
+
     recorders: list[Recorder] = [MetricsRecorder()]
-    chat = ChatService(router, backends, directory, OrjsonCodec(), recorder=FanoutRecorder(*recorders),
+    events = build_events(settings)
+    if events is not None:
+        recorders.append(events.recorder)
+        features.append(events.feature)
+    recorder = FanoutRecorder(*recorders)
+
+    knowledge = build_knowledge(settings, inference.embedder, inference.reranker, recorder)
+    if knowledge is not None:
+        features.append(knowledge.feature)
+
+    embeddings = EmbeddingService(inference.embedder, inference.reranker, recorder, served_by=served_path.get)
+    chat = ChatService(router, backends, directory, OrjsonCodec(), status_of=status_of, recorder=recorder,
+                       context=knowledge.service if knowledge else None,
                        default_top_k=settings.knowledge.rag_top_k)
-    services = Services(settings, router, backends, directory, chat, recorders)
-    services.starters.append(pool.start)
-    services.closers.append(pool.close)
-    add_inference(services)
-    add_knowledge(services)
-    add_events(services)
-    return services
+    return Services(settings, router, backends, directory, chat, embeddings,
+                    knowledge.service if knowledge else None, tuple(features))

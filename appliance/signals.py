@@ -15,6 +15,14 @@ how the main process stops its workers), and the main process then waits out
    Python handler sets the worker's stop event whether the loop runs or not, and a held
    signal sets it as soon as the loop runs (Granian's server sees a stop set before it
    starts).
+
+Granian has no public hook for any of this, so this module (and only this one) leans on its
+private surface: it replaces `granian._signals.set_loop_signals(loop)`, which the ASGI
+worker imports when it starts (`MPServer._spawn_asgi_lifespan_worker`), builds the stop
+event from `granian._granian.WorkerSignal` (`set()`, and Granian's `add_cb()`), and wraps
+the server's `signal_handler_interrupt`, which `startup()` installs as the main process's
+handler. Granian is pinned exactly in pyproject.toml for this; tests/unit/test_signals.py
+fails, naming what changed, when an upgrade changes any of it.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ from pathlib import Path
 from appliance import children, logs
 from appliance.config import Settings
 from appliance.db.migrate import migrate, migrations_dir
+from appliance.embedded.local_llm import start_local_llm
 from appliance.embedded.nats import EmbeddedNats
-from appliance.embedded.postgres import EmbeddedPostgres
-from appliance.inference.local_llm import start_local_llm
-from appliance.rag.ingest import embedding_dim
+from appliance.embedded.postgres import database_url
+from appliance.inference.model_files import embedding_dim
 from appliance.server import serve, worker_env
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,10 @@ def _has_migrations() -> bool:
 
 
 def start_postgres(settings: Settings, stack: contextlib.ExitStack) -> Settings:
-    if settings.database_url:
-        _say(f"postgresql  {settings.database_url.split('@')[-1]} (APPLIANCE_DATABASE_URL)")
+    url, server = database_url(settings)
+    if server is None:
+        _say(f"postgresql  {url.split('@')[-1]} (APPLIANCE_DATABASE_URL)")
         return settings
-    server = EmbeddedPostgres(settings.state_dir / "postgres")
-    url = server.start()
     stack.callback(server.stop)
     _say(f"postgresql  embedded, data in {server.data_dir}")
     return settings.model_copy(update={"database_url": url})

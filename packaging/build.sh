@@ -36,7 +36,12 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # The wheel carries sql/ as appliance/sql (a symlink in the tree), found by migrations_dir().
-"$python" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$work/wheel" "$here"
+# Built in pip's isolated environment, with the setuptools pyproject.toml asks for, not
+# whatever setuptools and wheel $python happens to have (a fresh venv has neither); and from
+# a copy of the sources, as setuptools writes build/ and *.egg-info beside what it builds.
+mkdir "$work/src"
+tar -C "$here" --exclude=__pycache__ -cf - pyproject.toml README.md appliance sql | tar -C "$work/src" -xf -
+"$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheel" "$work/src"
 
 "$python" -m pip install --quiet --target "$work/site" "$work"/wheel/appliance-*.whl 2>&1 \
     | grep -v -e "dependency resolver does not currently" -e "requires .*, but you have" >&2 || true

@@ -11,6 +11,8 @@ as an unknown field) or globally (`POST /_control` with the same keys):
   reply: str             the content to return instead of generated tokens
   tool_call: {name, arguments} or a list of them   answer with tool calls
   fragments: int         stream each tool call's arguments in this many pieces (default 1)
+  inject: [str]          raw SSE `data:` payloads sent after the first token, as given (malformed
+                         chunks, non-JSON lines: what a broken backend streams)
 
 The request itself is honoured as an OpenAI server would: `max_tokens` (or
 `max_completion_tokens`) cuts the answer with finish_reason "length", and `stop` cuts it at the
@@ -146,6 +148,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
             if delay:
                 await asyncio.sleep(delay)
             await resp.write(event({"content": piece}))
+            if i == 0:
+                for raw in knobs.get("inject") or ():
+                    await resp.write(b"data: " + str(raw).encode() + b"\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         _STATE["cancelled"] += 1  # the gateway dropped the stream: the client went away
         raise

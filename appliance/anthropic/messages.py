@@ -7,7 +7,8 @@ blocks, client `tools` and `tool_choice` (with `disable_parallel_tool_use`), `ma
 the OpenAI schema: it comes back apart, for the caller to add when the backend takes it.
 Dropped (logged at debug): `thinking`, `cache_control`, `service_tier` and whatever else has no
 place in the OpenAI shape. Refused with 400: server tools, documents, images inside tool
-results, which the OpenAI shape cannot carry.
+results, which the OpenAI shape cannot carry; bodies nested too deep or with too many
+messages (`appliance.wire.bounds`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from appliance.wire.bounds import MAX_MESSAGES, check_count, check_depth
 from appliance.wire.errors import WireError
 
 log = logging.getLogger(__name__)
@@ -39,10 +41,11 @@ class MessagesCall:
     stop_sequences: tuple[str, ...]
 
 
-def parse_messages(body: Any) -> MessagesCall:
+def parse_messages(body: Any, *, max_messages: int = MAX_MESSAGES) -> MessagesCall:
     """Check and translate a decoded Messages body; raises `WireError` naming the field."""
     if not isinstance(body, dict):
         raise WireError("The request body must be a JSON object")
+    check_depth(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise WireError("model: a non-empty string is required", "model")
@@ -52,6 +55,7 @@ def parse_messages(body: Any) -> MessagesCall:
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise WireError("messages: a non-empty array is required", "messages")
+    check_count(raw, max_messages, "messages")
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
         raise WireError("stream: must be a boolean", "stream")
@@ -244,7 +248,7 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
         raise WireError("tool_choice: must be an object", "tool_choice")
     kind = choice.get("type")
     out: dict[str, Any] = {}
-    if kind in _TOOL_CHOICES:
+    if isinstance(kind, str) and kind in _TOOL_CHOICES:
         out["tool_choice"] = _TOOL_CHOICES[kind]
     elif kind == "tool" and isinstance(choice.get("name"), str):
         out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}

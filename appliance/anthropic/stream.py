@@ -20,11 +20,6 @@ def sse_event(name: str, data: Mapping[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
-def error_event(kind: str, message: str) -> bytes:
-    """The `error` event that ends a stream whose headers have already gone out."""
-    return sse_event("error", {"type": "error", "error": {"type": kind, "message": message}})
-
-
 class StreamTranslator:
     """Feed each decoded OpenAI chunk to `feed`, then call `finish` once; both return SSE bytes."""
 

@@ -1,29 +1,126 @@
-"""One table from exceptions to HTTP status and the protocol's error body.
+"""The one error table: what each failure is on the wire, in every dialect.
 
-OpenAI shape `{"error": {"message", "type", "param", "code"}}` everywhere, except the
-Anthropic shape on `/v1/messages` and Ollama's `{"error": "..."}` on `/api/`.
+Two parts, both read by `failure_of` and `dialect_for` and nothing else:
+
+- `KINDS`: each exception class of `appliance.domain.errors` (and the wire packages'
+  `WireError`) -> HTTP status, OpenAI error type, default code, and the log level it gets.
+  The nearest class in an exception's MRO wins; a `BackendRejected` keeps the status and
+  type the backend sent.
+- `DIALECTS`: each protocol's error body (the JSON a response carries) and mid-stream error
+  frame (what ends a stream whose head has gone out), chosen by path prefix. Adding a
+  dialect is one row.
+
+Falcon's own errors (404 for an unknown path, 405) and anything unexpected (a bug: 500,
+logged with its traceback) go through the same rows.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
 
 import falcon
 import falcon.asgi
 import orjson
 
-from appliance.domain.errors import ApplianceError, PayloadTooLarge, UpstreamError
+from appliance.anthropic.stream import sse_event
+from appliance.domain.errors import (
+    ApplianceError,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+    DependencyUnavailable,
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+    Unauthorized,
+    UpstreamError,
+)
+from appliance.openai.sse import encode as sse_data
 from appliance.wire.errors import WireError
 
 log = logging.getLogger("appliance.api")
 
-_HTTP_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-               415: "invalid_request_error", 429: "rate_limit_error"}
-_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                    529: "overloaded_error"}
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    status: int
+    type: str                    # the OpenAI error type
+    code: str | None = None
+    level: int = logging.WARNING
+
+
+KINDS: Final[Mapping[type[BaseException], Kind]] = {
+    InvalidRequest: Kind(400, "invalid_request_error"),
+    WireError: Kind(400, "invalid_request_error"),
+    Unauthorized: Kind(401, "authentication_error", "invalid_api_key"),
+    NotFound: Kind(404, "invalid_request_error", "not_found"),
+    ModelNotFound: Kind(404, "invalid_request_error", "model_not_found"),
+    PayloadTooLarge: Kind(413, "invalid_request_error", "payload_too_large"),
+    RequestTimeout: Kind(408, "invalid_request_error", "request_timeout"),
+    RateLimited: Kind(429, "rate_limit_error", "rate_limit_exceeded"),
+    UpstreamError: Kind(502, "api_error"),
+    BackendUnavailable: Kind(502, "api_error", "backend_unavailable"),
+    BackendTimeout: Kind(504, "api_error", "backend_timeout"),
+    BackendRejected: Kind(400, "invalid_request_error"),  # status and type: the backend's own
+    DependencyUnavailable: Kind(503, "service_unavailable", "dependency_unavailable"),
+    ApplianceError: Kind(500, "server_error", level=logging.ERROR),
+    BaseException: Kind(500, "server_error", level=logging.ERROR),
+}
+_HTTP_TYPES: Final = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                      404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
+                      415: "invalid_request_error", 429: "rate_limit_error"}
+_ANTHROPIC_TYPES: Final = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                           404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                           529: "overloaded_error"}
+INTERNAL: Final = "Internal server error"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failure as every dialect renders it."""
+
+    status: int
+    type: str
+    message: str
+    param: str | None = None
+    code: str | None = None
+    level: int = logging.WARNING
+
+
+_resolved: dict[type[BaseException], Kind] = {}
+
+
+def _kind(cls: type[BaseException]) -> Kind:
+    kind = _resolved.get(cls)
+    if kind is None:
+        kind = _resolved[cls] = next(KINDS[c] for c in cls.__mro__ if c in KINDS)
+    return kind
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """The table's row for `exc`; a bug's message is never shown to the client."""
+    kind = _kind(type(exc))
+    if isinstance(exc, BackendRejected):
+        return Failure(exc.upstream_status, exc.upstream_type or kind.type, exc.message, exc.param, exc.code)
+    if isinstance(exc, ApplianceError | WireError):
+        code = getattr(exc, "code", None) or kind.code
+        return Failure(kind.status, kind.type, exc.message, exc.param, code, kind.level)
+    if isinstance(exc, falcon.HTTPError):
+        status = exc.status_code
+        return Failure(status, _HTTP_TYPES.get(status, "api_error"), exc.description or exc.title or "error",
+                       level=logging.ERROR if status >= 500 else logging.WARNING)
+    return Failure(kind.status, kind.type, INTERNAL, level=kind.level)
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status `exc` answers with (what the outcome of a request records)."""
+    return failure_of(exc).status
 
 
 def anthropic_type(status: int) -> str:
@@ -31,84 +128,67 @@ def anthropic_type(status: int) -> str:
     return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
 
-def error_payload(path: str, status: int, message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
-    if path.startswith("/v1/messages"):
-        return {"type": "error", "error": {"type": anthropic_type(status), "message": message}}
-    if path.startswith("/api/"):
-        return {"error": message}
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+def _openai_body(f: Failure) -> dict[str, Any]:
+    return {"error": {"message": f.message, "type": f.type, "param": f.param, "code": f.code}}
 
 
-def render(req: falcon.asgi.Request, resp: falcon.asgi.Response, status: int, message: str, type_: str,
-           param: str | None = None, code: str | None = None) -> None:
-    resp.status = status
+def _anthropic_body(f: Failure) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": anthropic_type(f.status), "message": f.message}}
+
+
+def _ollama_body(f: Failure) -> dict[str, Any]:
+    return {"error": f.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    prefix: str
+    body: Callable[[Failure], dict[str, Any]]
+    frame: Callable[[Failure], bytes]   # ends a stream whose head is gone already
+
+
+DIALECTS: Final = (
+    Dialect("anthropic", "/v1/messages", _anthropic_body, lambda f: sse_event("error", _anthropic_body(f))),
+    Dialect("ollama", "/api/", _ollama_body, lambda f: orjson.dumps(_ollama_body(f)) + b"\n"),
+    Dialect("openai", "", _openai_body, lambda f: sse_data(orjson.dumps(_openai_body(f)))),
+)
+
+
+def dialect_for(path: str) -> Dialect:
+    return next(d for d in DIALECTS if path.startswith(d.prefix))
+
+
+def log_failure(req: falcon.asgi.Request, failure: Failure, exc: BaseException | None = None) -> None:
+    """One line per failed request, at the table's level; a bug's line carries its traceback."""
+    log.log(failure.level, "request failed", exc_info=exc if failure.message == INTERNAL else None,
+            extra={"status": failure.status, "error_type": failure.type, "error": failure.message,
+                   "path": req.path, "param": failure.param})
+
+
+def render(req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: BaseException) -> Failure:
+    failure = failure_of(exc)
+    if failure.status == 404 and isinstance(exc, falcon.HTTPError) and not exc.description:
+        failure = Failure(404, failure.type, f"Unknown path {req.method} {req.path}")
+    elif failure.status == 405 and isinstance(exc, falcon.HTTPError):
+        failure = Failure(405, failure.type, f"Method {req.method} is not allowed on {req.path}")
+    if isinstance(exc, UpstreamError) and exc.backend:
+        req.context.backend = exc.backend
+    resp.status = failure.status
     resp.content_type = falcon.MEDIA_JSON
-    resp.data = orjson.dumps(error_payload(req.path, status, message, type_, param, code))
-    level = logging.ERROR if status >= 500 and status not in (502, 503, 504) else logging.WARNING
-    log.log(level, "request failed", extra={"status": status, "error_type": type_, "error": message,
-                                            "path": req.path, "param": param})
+    resp.data = orjson.dumps(dialect_for(req.path).body(failure))
+    if isinstance(exc, falcon.HTTPError) and exc.headers:
+        resp.set_headers(exc.headers)
+    log_failure(req, failure, exc)
+    return failure
 
 
-async def on_appliance_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: ApplianceError,
-                             params: dict[str, Any]) -> None:
-    if isinstance(ex, UpstreamError) and ex.backend:
-        req.context.backend = ex.backend
-    render(req, resp, ex.status, ex.message, ex.type, ex.param, ex.code)
-
-
-async def on_wire_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: WireError,
-                        params: dict[str, Any]) -> None:
-    render(req, resp, 400, ex.message, "invalid_request_error", ex.param, None)
-
-
-async def on_http_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: falcon.HTTPError,
-                        params: dict[str, Any]) -> None:
-    status = ex.status_code
-    message = ex.description or ex.title or "error"
-    if status == 404 and not ex.description:
-        message = f"Unknown path {req.method} {req.path}"
-    elif status == 405:
-        message = f"Method {req.method} is not allowed on {req.path}"
-    render(req, resp, status, message, _HTTP_TYPES.get(status, "api_error"))
-    headers = ex.headers or {}
-    resp.set_headers(headers)
-
-
-async def on_unexpected(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception,
-                        params: dict[str, Any]) -> None:
-    log.error("unhandled error", exc_info=ex, extra={"path": req.path})
-    resp.status = 500
-    resp.content_type = falcon.MEDIA_JSON
-    resp.data = orjson.dumps(error_payload(req.path, 500, "Internal server error", "server_error", None, None))
+async def _handle(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: BaseException,
+                  params: dict[str, Any]) -> None:
+    render(req, resp, ex)
 
 
 def install(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]) -> None:
-    app.add_error_handler(Exception, on_unexpected)
-    app.add_error_handler(falcon.HTTPError, on_http_error)
-    app.add_error_handler(WireError, on_wire_error)
-    app.add_error_handler(ApplianceError, on_appliance_error)
-
-
-async def read_json(req: falcon.asgi.Request, limit: int) -> Any:
-    """The request body decoded as JSON, at most `limit` bytes (413 above, 400 if malformed)."""
-    length = req.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"Request body of {length} bytes exceeds the limit of {limit} bytes")
-    raw = await req.stream.read() if length is not None else await _read_bounded(req, limit)
-    if not raw:
-        raise WireError("The request body is empty; a JSON object is required")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise WireError(f"Malformed JSON in the request body: {exc.msg} at position {exc.pos}") from exc
-
-
-async def _read_bounded(req: falcon.asgi.Request, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in req.stream:
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
+    # Falcon picks the handler of the most specific class registered, so each is named.
+    for cls in (Exception, falcon.HTTPError, WireError, ApplianceError):
+        app.add_error_handler(cls, _handle)

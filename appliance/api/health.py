@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import falcon
@@ -12,9 +12,7 @@ import orjson
 
 from appliance.domain.errors import UpstreamError
 from appliance.domain.ports import ChatBackend
-
-# A readiness check returns a JSON-able status dict with at least {"ok": bool}.
-ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
+from appliance.feature import ReadinessCheck
 
 
 class HealthResource:

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import falcon
 import falcon.asgi
 import orjson
 
-from appliance.api.errors import read_json
-from appliance.domain.errors import DependencyUnavailable, InvalidRequest, NotFound
+from appliance.api.body import read_json
+from appliance.api.unavailable import Unavailable
+from appliance.domain.errors import InvalidRequest, NotFound
 from appliance.domain.knowledge import MODES, Hit, KnowledgeService
 
-if TYPE_CHECKING:
-    from appliance.services import Services
-
 MAX_DOCUMENTS_PER_REQUEST = 256
-
-
-def _service(services: Services) -> KnowledgeService:
-    if services.knowledge is None:
-        raise DependencyUnavailable("knowledge is not configured: set APPLIANCE_DATABASE_URL (or run `appliance up`)")
-    knowledge: KnowledgeService = services.knowledge
-    return knowledge
 
 
 def _json(resp: falcon.asgi.Response, body: Any, status: int = 200) -> None:
@@ -46,16 +37,15 @@ def hit_json(hit: Hit) -> dict[str, Any]:
 
 
 class DocumentsResource:
-    def __init__(self, services: Services, max_body_bytes: int) -> None:
-        self._services = services
-        self._max_body = max_body_bytes
+    def __init__(self, service: KnowledgeService) -> None:
+        self._service = service
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, workspace: str) -> None:
-        body = await read_json(req, self._max_body)
+        body = await read_json(req)
         docs = body if isinstance(body, list) else body.get("documents", [body]) if isinstance(body, dict) else None
         if not isinstance(docs, list) or not docs or len(docs) > MAX_DOCUMENTS_PER_REQUEST:
             raise InvalidRequest(f"send a document object or a list of 1-{MAX_DOCUMENTS_PER_REQUEST}", param="documents")
-        service = _service(self._services)
+        service = self._service
         results = []
         for i, doc in enumerate(docs):
             if not isinstance(doc, dict):
@@ -70,25 +60,24 @@ class DocumentsResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, workspace: str) -> None:
         limit = req.get_param_as_int("limit", min_value=1, max_value=1000, default=100)
         offset = req.get_param_as_int("offset", min_value=0, default=0)
-        docs = await _service(self._services).list_documents(workspace, limit, offset)
+        docs = await self._service.list_documents(workspace, limit, offset)
         _json(resp, {"object": "list", "data": [
             {"id": d.document_id, "chunks": d.chunk_count, "chars": d.chars, "content_hash": d.content_hash,
              "metadata": d.metadata, "updated_at": d.updated_at} for d in docs]})
 
     async def on_delete_one(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, workspace: str,
                             document_id: str) -> None:
-        if not await _service(self._services).delete_document(workspace, document_id):
+        if not await self._service.delete_document(workspace, document_id):
             raise NotFound(f"No document '{document_id}' in workspace '{workspace}'", param="id")
         _json(resp, {"id": document_id, "object": "document", "deleted": True})
 
 
 class SearchResource:
-    def __init__(self, services: Services, max_body_bytes: int) -> None:
-        self._services = services
-        self._max_body = max_body_bytes
+    def __init__(self, service: KnowledgeService) -> None:
+        self._service = service
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, workspace: str) -> None:
-        body = await read_json(req, self._max_body)
+        body = await read_json(req)
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object")
         top_k = _field(body, "top_k", int, "top_k", 5)
@@ -98,14 +87,16 @@ class SearchResource:
         if mode not in MODES:
             raise InvalidRequest(f"'mode' must be one of {list(MODES)}", param="mode")
         rerank = _field(body, "rerank", bool, "rerank", False)
-        hits = await _service(self._services).search(workspace, _field(body, "query", str, "query"), top_k=top_k,
+        hits = await self._service.search(workspace, _field(body, "query", str, "query"), top_k=top_k,
                                                      mode=mode, rerank=rerank, correlation_id=req.context.cid)
         _json(resp, {"object": "list", "mode": mode, "reranked": rerank, "data": [hit_json(h) for h in hits]})
 
 
-def add_routes(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response], services: Services) -> None:
-    limit = services.settings.max_body_bytes
-    documents = DocumentsResource(services, limit)
+def add_routes(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response],
+               service: KnowledgeService | None) -> None:
+    documents: Any = DocumentsResource(service) if service else Unavailable(
+        "knowledge is not configured: set APPLIANCE_DATABASE_URL (or run `appliance up`)")
+    search: Any = SearchResource(service) if service else documents
     app.add_route("/v1/knowledge/{workspace}/documents", documents)
     app.add_route("/v1/knowledge/{workspace}/documents/{document_id}", documents, suffix="one")
-    app.add_route("/v1/knowledge/{workspace}/search", SearchResource(services, limit))
+    app.add_route("/v1/knowledge/{workspace}/search", search)

@@ -1,4 +1,5 @@
-"""ASGI lifespan: start services, tell systemd READY, ping the watchdog, drain on shutdown."""
+"""ASGI lifespan: start the worker's features, tell systemd READY, ping the watchdog, drain
+on shutdown and close the features."""
 
 from __future__ import annotations
 
@@ -6,13 +7,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-
-import falcon.asgi
 
 from appliance import systemd
 from appliance.api.middleware import RequestContext
-from appliance.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -20,24 +19,26 @@ log = logging.getLogger(__name__)
 class Lifecycle:
     """Falcon middleware for the lifespan events of one worker."""
 
-    def __init__(self, services: Services, context: RequestContext) -> None:
-        self._services = services
+    def __init__(self, start: Callable[[], Awaitable[None]], close: Callable[[], Awaitable[None]],
+                 context: RequestContext, *, drain_timeout_s: float, announce: Mapping[str, Any]) -> None:
+        self._start = start
+        self._close = close
         self._context = context
+        self._drain_timeout = drain_timeout_s
+        self._announce = dict(announce)  # host, port, backends: said once ready
         self._watchdog: asyncio.Task[None] | None = None
 
     async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
-        await self._services.start()
+        await self._start()
         interval = systemd.watchdog_interval()
         if interval:
             self._watchdog = asyncio.create_task(self._ping(interval))
-        settings = self._services.settings
-        systemd.notify_ready(f"serving on {settings.host}:{settings.port}")
-        log.info("gateway ready", extra={"host": settings.host, "port": settings.port,
-                                         "backends": len(self._services.backends)})
+        systemd.notify_ready(f"serving on {self._announce.get('host')}:{self._announce.get('port')}")
+        log.info("gateway ready", extra=self._announce)
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         systemd.notify_stopping()
-        deadline = time.monotonic() + self._services.settings.drain_timeout_s
+        deadline = time.monotonic() + self._drain_timeout
         while self._context.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self._context.in_flight:
@@ -46,7 +47,7 @@ class Lifecycle:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
-        await self._services.aclose()
+        await self._close()
         log.info("gateway stopped")
 
     async def _ping(self, interval: float) -> None:
@@ -54,5 +55,5 @@ class Lifecycle:
             systemd.notify_watchdog()
             await asyncio.sleep(interval)
 
-    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+    async def process_request(self, req: Any, resp: Any) -> None:
         return None

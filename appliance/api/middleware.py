@@ -13,6 +13,7 @@ from typing import Any, Final
 import falcon.asgi
 
 from appliance import logs
+from appliance.api.body import BodyLimits
 from appliance.api.metrics import HTTP_DURATION, HTTP_REQUESTS, labelled
 from appliance.domain.errors import PayloadTooLarge, Unauthorized
 
@@ -43,8 +44,9 @@ class RequestContext:
     """Runs around every request. Streaming responders set `req.context.defer_log = True` and
     call `finish(req, status)` themselves when the stream ends, so the line has the full time."""
 
-    def __init__(self, *, max_body_bytes: int, key_hashes: Collection[str] = (), access_log: bool = True) -> None:
-        self._max_body = max_body_bytes
+    def __init__(self, *, body_limits: BodyLimits, key_hashes: Collection[str] = (), access_log: bool = True) -> None:
+        self._body_limits = body_limits
+        self._max_body = body_limits.max_bytes
         self._keys = frozenset(key_hashes)
         self._access_log = access_log
         self.in_flight = 0
@@ -60,6 +62,7 @@ class RequestContext:
         ctx.model = None
         ctx.backend = None
         ctx.defer_log = False
+        ctx.body_limits = self._body_limits
         logs.correlation_id.set(cid)
         resp.set_header("X-Correlation-ID", cid)
         length = req.content_length

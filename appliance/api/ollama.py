@@ -7,22 +7,21 @@ from the embedding service. Errors are `{"error": "..."}` (see errors.py), also 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
 
 import falcon
 import falcon.asgi
 import orjson
 
-from appliance.api.embeddings import PATH_HEADER, embedding_service
-from appliance.api.errors import read_json
-from appliance.api.streaming import overhead, plan_headers, rag_top_k, relay, stream_head
-from appliance.domain.chat import ChatRequest, ChatService
+from appliance.api.body import read_json
+from appliance.api.embeddings import PATH_HEADER
+from appliance.api.streaming import chat_request, overhead, plan_headers, stream_body, stream_head
+from appliance.domain.chat import ChatService
 from appliance.domain.embeddings import EmbeddingService
-from appliance.domain.errors import ApplianceError, DependencyUnavailable, ModelNotFound
+from appliance.domain.errors import ModelNotFound
 from appliance.domain.models import ModelDirectory
 from appliance.domain.routing import ModelRouter
-from appliance.inference.fallback import served_path
 from appliance.ollama.chat import OllamaCall, parse_chat, parse_generate
 from appliance.ollama.embed import (
     embed_response,
@@ -34,9 +33,6 @@ from appliance.ollama.models import show_response, tags_response, version_respon
 from appliance.ollama.replies import ReplyStream, Timings, loaded, ns, reply, timestamp
 from appliance.wire.errors import WireError
 
-if TYPE_CHECKING:
-    from appliance.services import Services
-
 NDJSON = "application/x-ndjson"
 _UNLOAD = (0, "0", "0s", "0m")
 
@@ -44,17 +40,14 @@ _UNLOAD = (0, "0", "0s", "0m")
 class Generation:
     """POST /api/chat (`chat=True`) or /api/generate: translate, plan, answer, translate back."""
 
-    def __init__(self, chat: ChatService, *, chat_shape: bool, max_body_bytes: int,
-                 finish: Callable[[falcon.asgi.Request, int], None], extension_backends: Collection[str]) -> None:
+    def __init__(self, chat: ChatService, *, chat_shape: bool, finish: Callable[[falcon.asgi.Request, int], None]) -> None:
         self._chat = chat
         self._chat_shape = chat_shape
         self._parse: Callable[[Any], OllamaCall] = parse_chat if chat_shape else parse_generate
-        self._max_body = max_body_bytes
         self._finish = finish
-        self._extension_backends = frozenset(extension_backends)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        call = self._parse(await read_json(req, self._max_body))
+        call = self._parse(await read_json(req))
         req.context.model = call.model
         resp.content_type = falcon.MEDIA_JSON
         if call.body is None:  # nothing to generate: Ollama's load request, answered once the model resolves
@@ -62,13 +55,9 @@ class Generation:
             resp.data = orjson.dumps(loaded(chat=self._chat_shape, model=call.model, created_at=timestamp(time.time()),
                                             unload=call.keep_alive in _UNLOAD))
             return
-        creq = ChatRequest(call.body, call.model, call.stream, req.context.cid, workspace=req.get_header("x-workspace"),
-                           rag_top_k=rag_top_k(req), received_at=req.context.started)
+        creq = chat_request(req, call.body, call.model, call.stream, call.extensions)
         plan = await self._chat.plan(creq)
-        req.context.backend = plan.target.backend
-        if call.extensions and plan.target.backend in self._extension_backends:
-            plan.payload = {**plan.payload, **call.extensions}
-        plan_headers(resp, plan)
+        plan_headers(req, resp, plan)
         if not call.stream:
             answer = await self._chat.complete(creq, plan)
             timings = Timings(total_ns=ns(time.perf_counter() - creq.received_at), eval_ns=ns(answer.upstream_ms / 1000))
@@ -76,25 +65,19 @@ class Generation:
                                            created_at=timestamp(time.time()), timings=timings))
             overhead(resp, creq, answer.upstream_ms)
             return
-        chunks, upstream_ms = await self._chat.open_chunks(creq, plan)
+        chunks = await self._chat.open_chunks(creq, plan)
         stream_head(resp, NDJSON)
-        overhead(resp, creq, upstream_ms)
+        overhead(resp, creq, chunks.upstream_ms)
         req.context.defer_log = True
         encoder = ReplyStream(chat=self._chat_shape, model=call.model, started=creq.received_at)
-        resp.stream = relay(req, self._finish, self._lines(chunks, encoder), _error_line)
-
-    @staticmethod
-    async def _lines(chunks: AsyncIterator[dict[str, Any]], encoder: ReplyStream) -> AsyncIterator[bytes]:
-        async for chunk in chunks:  # usage chunk included: the last line reports the counts
-            if lines := encoder.feed(chunk):
-                yield _ndjson(lines)
-        yield _ndjson(encoder.finish())
+        resp.stream = stream_body(req, chunks, lambda c: _lines(c, encoder), self._finish)
 
 
-def _error_line(exc: ApplianceError) -> bytes:
-    # Headers are gone already: the failure travels as an error line, as Ollama sends it.
-    return orjson.dumps({"error": exc.message}) + b"\n"
-
+async def _lines(chunks: AsyncIterator[dict[str, Any]], encoder: ReplyStream) -> AsyncIterator[bytes]:
+    async for chunk in chunks:  # usage chunk included: the last line reports the counts
+        if lines := encoder.feed(chunk):
+            yield _ndjson(lines)
+    yield _ndjson(encoder.finish())
 
 
 def _ndjson(lines: Sequence[Mapping[str, Any]]) -> bytes:
@@ -115,13 +98,12 @@ class Tags:
 class Show:
     """POST /api/show: what the catalog knows about one model."""
 
-    def __init__(self, directory: ModelDirectory, router: ModelRouter, *, max_body_bytes: int) -> None:
+    def __init__(self, directory: ModelDirectory, router: ModelRouter) -> None:
         self._directory = directory
         self._router = router
-        self._max_body = max_body_bytes
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await read_json(req, self._max_body)
+        body = await read_json(req)
         name = (body.get("model") or body.get("name")) if isinstance(body, dict) else None  # older clients: name
         if not isinstance(name, str) or not name:
             raise WireError("model is required", "model")
@@ -142,20 +124,18 @@ class Version:
 class Embed:
     """POST /api/embed (`legacy=False`) or /api/embeddings (one prompt, one vector)."""
 
-    def __init__(self, service: EmbeddingService, *, legacy: bool, max_inputs: int, max_body_bytes: int) -> None:
+    def __init__(self, service: EmbeddingService, *, legacy: bool, max_inputs: int) -> None:
         self._service = service
         self._legacy = legacy
         self._max_inputs = max_inputs
-        self._max_body = max_body_bytes
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await read_json(req, self._max_body)
+        body = await read_json(req)
         if self._legacy:
             inputs, dimensions = [parse_embeddings(body)], None
         else:
             call = parse_embed(body, self._max_inputs)
             inputs, dimensions = call.inputs, call.dimensions
-        served_path.set(None)
         result = await self._service.embed(inputs, correlation_id=req.context.cid, dimensions=dimensions)
         resp.set_header(PATH_HEADER, result.path)
         if self._legacy:
@@ -166,24 +146,13 @@ class Embed:
         resp.content_type = falcon.MEDIA_JSON
 
 
-class _Unavailable:
-    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        raise DependencyUnavailable("Embeddings are not configured on this gateway")
-
-
-def add_routes(app: falcon.asgi.App[Any, Any], services: Services,
+def add_routes(app: falcon.asgi.App[Any, Any], chat: ChatService, directory: ModelDirectory, router: ModelRouter,
+               embeddings: EmbeddingService, *, max_inputs: int,
                finish: Callable[[falcon.asgi.Request, int], None]) -> None:
-    settings = services.settings
-    limit = settings.max_body_bytes
-    # top_k and min_p are not OpenAI parameters: a cloud API refuses them, local servers take them.
-    extension_backends = [b.name for b in settings.catalog.backends if b.kind != "openai"]
     for path, chat_shape in (("/api/chat", True), ("/api/generate", False)):
-        app.add_route(path, Generation(services.chat, chat_shape=chat_shape, max_body_bytes=limit, finish=finish,
-                                       extension_backends=extension_backends))
-    app.add_route("/api/tags", Tags(services.directory))
-    app.add_route("/api/show", Show(services.directory, services.router, max_body_bytes=limit))
+        app.add_route(path, Generation(chat, chat_shape=chat_shape, finish=finish))
+    app.add_route("/api/tags", Tags(directory))
+    app.add_route("/api/show", Show(directory, router))
     app.add_route("/api/version", Version())
-    service = embedding_service(services)
     for path, legacy in (("/api/embed", False), ("/api/embeddings", True)):
-        app.add_route(path, _Unavailable() if service is None else Embed(
-            service, legacy=legacy, max_inputs=settings.knowledge.embed_max_inputs, max_body_bytes=limit))
+        app.add_route(path, Embed(embeddings, legacy=legacy, max_inputs=max_inputs))

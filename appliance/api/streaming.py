@@ -5,61 +5,108 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
 
 import falcon.asgi
 
 from appliance.api.asgi_scope import RECEIVE_KEY
+from appliance.api.errors import dialect_for, failure_of, log_failure
 from appliance.domain.chat import ChatPlan, ChatRequest
-from appliance.domain.errors import ApplianceError, InvalidRequest
+from appliance.domain.chat_stream import ChatStream
+from appliance.domain.errors import InvalidRequest
+
+T = TypeVar("T")
 
 
-async def relay(req: falcon.asgi.Request, finish: Callable[[falcon.asgi.Request, int], None],
-                frames: AsyncIterator[bytes], error_frame: Callable[[ApplianceError], bytes]) -> AsyncIterator[bytes]:
-    """Send `frames`; a failure after the head becomes `error_frame(exc)` (the status is gone
-    already), the client hanging up cancels the upstream, and `finish` logs the request."""
-    status = 200
-    watcher = watch_disconnect(req)
+async def stream_body(req: falcon.asgi.Request, stream: ChatStream[T],
+                      encode: Callable[[AsyncIterator[T]], AsyncIterator[bytes]],
+                      finish: Callable[[falcon.asgi.Request, int], None]) -> AsyncIterator[bytes]:
+    """The one wrapper every streaming response goes through: send `encode(stream)`, then
+    record how it ended (`stream.end`) and write the access line (`finish`).
+
+    After the head has gone out a failure cannot change the status, so it becomes the
+    dialect's error frame (the error table's). Only a client hanging up (or a cancellation)
+    counts as 499; any other exception is the gateway's fault: recorded with its status
+    (500 for a bug), logged with its traceback and correlation id. A hang-up is a normal
+    end: the access line says 499 and nothing is raised into the server.
+    """
+    status, error = 200, None
+    watcher = DisconnectWatcher.start(req)
     try:
-        async for frame in frames:
+        async for frame in encode(aiter(stream)):
             yield frame
-    except ApplianceError as exc:
-        status = exc.status
-        yield error_frame(exc)
-    except BaseException:
-        status = 499
+    except asyncio.CancelledError:
+        status, error = 499, "client disconnected"
+        if watcher is None or not watcher.disconnected:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # our own cancellation, on the client's hang-up: the stream just ends
+    except GeneratorExit:  # the server stopped iterating: the client is gone
+        status, error = 499, "client disconnected"
         raise
+    except Exception as exc:
+        failure = failure_of(exc)
+        status, error = failure.status, failure.message
+        log_failure(req, failure, exc)
+        yield dialect_for(req.path).frame(failure)
     finally:
         if watcher is not None:
-            watcher.cancel()
+            watcher.stop()
+        await stream.end(status, error)
         finish(req, status)
 
 
-def watch_disconnect(req: falcon.asgi.Request) -> asyncio.Task[None] | None:
-    """Cancel this request's task when the client hangs up.
+class DisconnectWatcher:
+    """Cancels a request's task when the client hangs up.
 
     Granian (ASGI 2.3) swallows sends to a closed connection, so a stream would otherwise
     keep reading the upstream to the end; the only signal is `http.disconnect` on receive().
     """
-    receive = req.scope.get(RECEIVE_KEY)
-    task = asyncio.current_task()
-    if receive is None or task is None:
-        return None
 
-    async def watch() -> None:
-        while True:
-            event = await receive()
-            if event.get("type") == "http.disconnect":
-                task.cancel()
-                return
+    __slots__ = ("_task", "disconnected")
 
-    return asyncio.create_task(watch())
+    def __init__(self) -> None:
+        self.disconnected = False
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def start(cls, req: falcon.asgi.Request) -> DisconnectWatcher | None:
+        receive = req.scope.get(RECEIVE_KEY)
+        task = asyncio.current_task()
+        if receive is None or task is None:
+            return None
+        watcher = cls()
+
+        async def watch() -> None:
+            while True:
+                event = await receive()
+                if event.get("type") == "http.disconnect":
+                    watcher.disconnected = True
+                    task.cancel()
+                    return
+
+        watcher._task = asyncio.create_task(watch())
+        return watcher
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 def stream_head(resp: falcon.asgi.Response, content_type: str) -> None:
     resp.content_type = content_type
     resp.set_header("Cache-Control", "no-cache")
     resp.set_header("X-Accel-Buffering", "no")
+
+
+def chat_request(req: falcon.asgi.Request, body: dict[str, Any], model: str, stream: bool,
+                 extensions: Mapping[str, Any] | None = None) -> ChatRequest:
+    """The domain's request from a dialect's translated body and the request's headers."""
+    req.context.model = model
+    return ChatRequest(body, model, stream, req.context.cid, workspace=req.get_header("x-workspace"),
+                       rag_top_k=rag_top_k(req), received_at=req.context.started, extensions=extensions or {})
 
 
 def rag_top_k(req: falcon.asgi.Request) -> int | None:
@@ -71,7 +118,8 @@ def rag_top_k(req: falcon.asgi.Request) -> int | None:
     return int(raw)
 
 
-def plan_headers(resp: falcon.asgi.Response, plan: ChatPlan) -> None:
+def plan_headers(req: falcon.asgi.Request, resp: falcon.asgi.Response, plan: ChatPlan) -> None:
+    req.context.backend = plan.target.backend
     resp.set_header("x-appliance-backend", plan.target.backend)
     resp.set_header("x-appliance-route", plan.route)
     if plan.route == "rag":

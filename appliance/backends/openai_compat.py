@@ -20,7 +20,7 @@ from appliance.domain.errors import (
     BackendUnavailable,
     UpstreamError,
 )
-from appliance.domain.ports import UpstreamReply
+from appliance.domain.ports import Capabilities, UpstreamReply
 from appliance.openai.sse import DONE, SSEDecoder
 
 _JSON = {"Content-Type": "application/json"}
@@ -53,9 +53,11 @@ class HttpPool:
 class OpenAICompatBackend:
     """One configured backend; shares the worker's `HttpPool`."""
 
-    def __init__(self, name: str, base_url: str, pool: HttpPool, *, api_key: str | None = None,
-                 headers: Mapping[str, str] | None = None, timeout_s: float = 600.0, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, name: str, base_url: str, pool: HttpPool, *, capabilities: Capabilities,
+                 api_key: str | None = None, headers: Mapping[str, str] | None = None, timeout_s: float = 600.0,
+                 connect_timeout_s: float = 5.0) -> None:
         self.name = name
+        self.capabilities = capabilities
         self.base_url = base_url.rstrip("/")
         self._pool = pool
         self._headers = {**_JSON, **(headers or {})}
@@ -73,7 +75,7 @@ class OpenAICompatBackend:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise self._rejected(resp.status, raw)
-                return UpstreamReply(self._decode(raw), resp.status)
+                return UpstreamReply(self._decode(raw))
         except UpstreamError:
             raise
         except Exception as exc:

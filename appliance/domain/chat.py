@@ -1,18 +1,22 @@
-"""Chat completions: resolve the model, add retrieved context, call the backend once or as a
-stream, hand the client its own model name back, and record what happened."""
+"""Chat completions: resolve the model, fit the request to its backend, add retrieved context,
+call the backend once or as a stream, hand the client its own model name back, and record
+what happened (once per request, however it ended)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from appliance.domain.chat_stream import ChatStream
 from appliance.domain.errors import ApplianceError, DependencyUnavailable, ModelNotFound
+from appliance.domain.messages import last_user_text
 from appliance.domain.models import ModelDirectory
 from appliance.domain.ports import ChatBackend, UpstreamStream
-from appliance.domain.rag import ContextProvider, inject, last_user_text
+from appliance.domain.rag import ContextProvider, inject
 from appliance.domain.records import ChatOutcome, NullRecorder, Recorder
 from appliance.domain.routing import ModelRouter, Target
 from appliance.domain.tally import Tally
@@ -41,6 +45,9 @@ class ChatRequest:
     workspace: str | None = None
     rag_top_k: int | None = None
     received_at: float = field(default_factory=time.perf_counter)
+    # Fields outside the OpenAI schema a dialect parsed (Anthropic's top_k, Ollama's options):
+    # sent only to a backend whose capabilities take them.
+    extensions: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -56,12 +63,15 @@ class ChatPlan:
 @dataclass(slots=True)
 class ChatReply:
     body: dict[str, Any]
-    plan: ChatPlan
     upstream_ms: float
 
 
 class ChatService:
-    """Orchestrates one chat completion; see the module docstring."""
+    """Orchestrates one chat completion; see the module docstring.
+
+    `status_of` classifies a failure as the status its outcome records (the transport's
+    error table: the domain knows what failed, not how that reads in HTTP).
+    """
 
     def __init__(
         self,
@@ -70,6 +80,7 @@ class ChatService:
         directory: ModelDirectory,
         codec: JsonCodec,
         *,
+        status_of: Callable[[BaseException], int],
         recorder: Recorder | None = None,
         context: ContextProvider | None = None,
         default_top_k: int = 5,
@@ -79,8 +90,9 @@ class ChatService:
         self._backends = backends
         self._directory = directory
         self._codec = codec
-        self.recorder: Recorder = recorder or NullRecorder()
-        self.context = context
+        self._status_of = status_of
+        self._recorder: Recorder = recorder or NullRecorder()
+        self._context = context
         self._top_k = default_top_k
         self._clock = clock
 
@@ -97,6 +109,14 @@ class ChatService:
     async def plan(self, req: ChatRequest) -> ChatPlan:
         target = await self.target(req.model)
         payload = req.body if not target.renamed else {**req.body, "model": target.upstream_model}
+        if req.extensions:
+            accepted = self._backends[target.backend].capabilities.extension_fields
+            extra = {k: v for k, v in req.extensions.items() if k in accepted}
+            if len(extra) < len(req.extensions):
+                log.debug("extension fields not sent: the backend does not take them",
+                          extra={"backend": target.backend, "fields": sorted(set(req.extensions) - set(extra))})
+            if extra:
+                payload = {**payload, **extra}
         plan = ChatPlan(target, payload)
         if req.stream:
             options = payload.get("stream_options")
@@ -109,12 +129,13 @@ class ChatService:
         return plan
 
     async def _add_context(self, req: ChatRequest, plan: ChatPlan) -> None:
-        if self.context is None:
+        if self._context is None:
             plan.warnings.append("knowledge is not configured; answered without retrieval")
             return
         query = last_user_text(req.body.get("messages") or [])
         try:
-            ctx = await self.context.context_for(req.workspace or "", query, req.rag_top_k or self._top_k, req.correlation_id)
+            ctx = await self._context.context_for(req.workspace or "", query, req.rag_top_k or self._top_k,
+                                                  req.correlation_id)
         except DependencyUnavailable as exc:
             log.warning("retrieval unavailable, answering direct", extra={"workspace": req.workspace, "error": exc.message})
             plan.warnings.append(f"retrieval unavailable ({exc.message}); answered without retrieval")
@@ -135,95 +156,91 @@ class ChatService:
             body["model"] = req.model
             if plan.route == "rag":
                 body["appliance"] = {"route": plan.route, "sources": list(plan.sources)}
-            return ChatReply(body, plan, (self._clock() - started) * 1000)
-        except ApplianceError as exc:
-            status, error = exc.status, exc.message
+            return ChatReply(body, (self._clock() - started) * 1000)
+        except BaseException as exc:
+            status, error = self._failed(exc)
             raise
         finally:
             self._record(req, plan, tally, started, status, error, streaming=False)
 
-    async def open_stream(self, req: ChatRequest, plan: ChatPlan) -> tuple[AsyncIterator[bytes], float]:
-        """Open the upstream stream; returns the client-bound payload iterator and the time the
-        backend took to answer. Errors before the first byte raise here."""
+    async def open_stream(self, req: ChatRequest, plan: ChatPlan) -> ChatStream[bytes]:
+        """Open the upstream stream for an OpenAI client: each event's payload, passed through
+        untouched where nothing needs changing. Errors before the first byte raise here."""
         upstream, started = await self._open(req, plan)
-        return self._relay(req, plan, upstream, started), (self._clock() - started) * 1000
+        tally = Tally()
+        return ChatStream(self._passthrough(req, plan, upstream, tally), (self._clock() - started) * 1000,
+                          self._ender(req, plan, upstream, tally, started))
 
-    async def open_chunks(self, req: ChatRequest, plan: ChatPlan) -> tuple[AsyncIterator[dict[str, Any]], float]:
+    async def open_chunks(self, req: ChatRequest, plan: ChatPlan) -> ChatStream[dict[str, Any]]:
         """Like `open_stream`, for a responder that re-encodes the answer in another protocol
-        (Anthropic, Ollama): yields every upstream `chat.completion.chunk` decoded, the usage
-        chunk included and model names untouched. Recorded like `open_stream`."""
+        (Anthropic, Ollama): every upstream `chat.completion.chunk` decoded, the usage chunk
+        included and model names untouched."""
         upstream, started = await self._open(req, plan)
-        return self._decoded(req, plan, upstream, started), (self._clock() - started) * 1000
+        tally = Tally()
+        return ChatStream(self._decoded(plan, upstream, tally), (self._clock() - started) * 1000,
+                          self._ender(req, plan, upstream, tally, started))
 
     async def _open(self, req: ChatRequest, plan: ChatPlan) -> tuple[UpstreamStream, float]:
         backend = self._backends[plan.target.backend]
         started = self._clock()
         try:
             return await backend.open_stream(plan.payload), started
-        except ApplianceError as exc:
-            self._record(req, plan, Tally(), started, exc.status, exc.message, streaming=True)
+        except BaseException as exc:
+            self._record(req, plan, Tally(), started, *self._failed(exc), streaming=True)
             raise
 
-    async def _relay(self, req: ChatRequest, plan: ChatPlan, upstream: UpstreamStream, started: float) -> AsyncIterator[bytes]:
-        tally = Tally()
+    def _failed(self, exc: BaseException) -> tuple[int, str]:
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            return 499, "client disconnected"
+        if isinstance(exc, ApplianceError):
+            return self._status_of(exc), exc.message
+        return self._status_of(exc), f"internal error: {type(exc).__name__}"
+
+    def _ender(self, req: ChatRequest, plan: ChatPlan, upstream: UpstreamStream, tally: Tally,
+               started: float) -> Callable[[int, str | None], Awaitable[None]]:
+        async def end(status: int, error: str | None) -> None:
+            try:
+                await upstream.aclose()
+            finally:
+                self._record(req, plan, tally, started, status, error, streaming=True)
+        return end
+
+    async def _passthrough(self, req: ChatRequest, plan: ChatPlan, upstream: UpstreamStream,
+                           tally: Tally) -> AsyncIterator[bytes]:
         loads, dumps = self._codec.loads, self._codec.dumps
-        status, error = 200, None
-        try:
-            async for data in upstream:
-                try:
-                    chunk = loads(data)
-                except ValueError:
-                    yield data
+        async for data in upstream:
+            try:
+                chunk = loads(data)
+            except ValueError:
+                yield data
+                continue
+            if not isinstance(chunk, dict):
+                yield data
+                continue
+            tally.add_chunk(chunk, self._clock())
+            if not plan.wants_usage and "usage" in chunk:
+                if not chunk.get("choices"):
                     continue
-                if not isinstance(chunk, dict):
-                    yield data
-                    continue
-                tally.add_chunk(chunk, self._clock())
-                if not plan.wants_usage and "usage" in chunk:
-                    if not chunk.get("choices"):
-                        continue
-                    del chunk["usage"]
-                    chunk["model"] = req.model
-                    yield dumps(chunk)
-                elif plan.target.renamed:
-                    chunk["model"] = req.model
-                    yield dumps(chunk)
-                else:
-                    yield data
-        except ApplianceError as exc:
-            status, error = exc.status, exc.message
-            raise
-        except BaseException:
-            status, error = 499, "client disconnected"
-            raise
-        finally:
-            await upstream.aclose()
-            self._record(req, plan, tally, started, status, error, streaming=True)
+                del chunk["usage"]
+                chunk["model"] = req.model
+                yield dumps(chunk)
+            elif plan.target.renamed:
+                chunk["model"] = req.model
+                yield dumps(chunk)
+            else:
+                yield data
 
-    async def _decoded(self, req: ChatRequest, plan: ChatPlan, upstream: UpstreamStream,
-                       started: float) -> AsyncIterator[dict[str, Any]]:
-        tally = Tally()
+    async def _decoded(self, plan: ChatPlan, upstream: UpstreamStream, tally: Tally) -> AsyncIterator[dict[str, Any]]:
         loads = self._codec.loads
-        status, error = 200, None
-        try:
-            async for data in upstream:
-                try:
-                    chunk = loads(data)
-                except ValueError:
-                    log.debug("skipping an upstream event that is not JSON", extra={"backend": plan.target.backend})
-                    continue
-                if isinstance(chunk, dict):
-                    tally.add_chunk(chunk, self._clock())
-                    yield chunk
-        except ApplianceError as exc:
-            status, error = exc.status, exc.message
-            raise
-        except BaseException:
-            status, error = 499, "client disconnected"
-            raise
-        finally:
-            await upstream.aclose()
-            self._record(req, plan, tally, started, status, error, streaming=True)
+        async for data in upstream:
+            try:
+                chunk = loads(data)
+            except ValueError:
+                log.debug("skipping an upstream event that is not JSON", extra={"backend": plan.target.backend})
+                continue
+            if isinstance(chunk, dict):
+                tally.add_chunk(chunk, self._clock())
+                yield chunk
 
     def _record(self, req: ChatRequest, plan: ChatPlan, tally: Tally, started: float, status: int,
                 error: str | None, *, streaming: bool) -> None:
@@ -231,7 +248,7 @@ class ChatService:
         entry = plan.target.entry
         usage = tally.usage
         try:
-            self.recorder.chat(ChatOutcome(
+            self._recorder.chat(ChatOutcome(
                 correlation_id=req.correlation_id,
                 model=req.model,
                 upstream_model=plan.target.upstream_model,

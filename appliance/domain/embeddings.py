@@ -22,7 +22,7 @@ class Embedded:
 
 
 class EmbeddingService:
-    def __init__(self, embedder: Embedder, reranker: Reranker, recorder: Callable[[], Recorder],
+    def __init__(self, embedder: Embedder, reranker: Reranker, recorder: Recorder,
                  served_by: Callable[[], str | None] = lambda: None) -> None:
         self.embedder = embedder
         self.reranker = reranker
@@ -38,7 +38,7 @@ class EmbeddingService:
         tokens = await self.embedder.count_tokens(texts)
         vectors = await self.embedder.embed(texts)
         path = self._served_by() or "local"
-        self._recorder().embedding(EmbeddingOutcome(
+        self._recorder.embedding(EmbeddingOutcome(
             correlation_id=correlation_id, model=self.embedder.model_id, inputs=len(texts), tokens=tokens,
             dimensions=self.embedder.dimensions, latency_ms=(time.perf_counter() - start) * 1000,
             path=path, started_at=started_at))

@@ -1,82 +1,69 @@
 """One exception tree for everything the gateway can refuse or fail at.
 
-    ApplianceError
-    ├── InvalidRequest          400  malformed JSON, wrong types, missing fields (`param` names it)
-    ├── Unauthorized            401  missing or unknown API key
-    ├── NotFound                404  unknown route object (document, workspace)
-    │   └── ModelNotFound       404  no catalog entry, route or discovered model matches
-    ├── PayloadTooLarge         413  body above the configured limit
-    ├── RateLimited             429
-    ├── UpstreamError                the LLM backend failed
-    │   ├── BackendUnavailable  502  connection refused, reset, bad gateway
-    │   ├── BackendTimeout      504  no answer within the timeout
-    │   └── BackendRejected     4xx  the backend refused the request; its status and message pass through
-    └── DependencyUnavailable   503  PostgreSQL, NATS or the inference service is down for a feature that needs it
+    ApplianceError              a failure of the gateway itself
+    ├── InvalidRequest          malformed JSON, wrong types, missing fields (`param` names it)
+    ├── Unauthorized            missing or unknown API key
+    ├── NotFound                unknown object (document, workspace)
+    │   └── ModelNotFound       no catalog entry, route or discovered model matches
+    ├── PayloadTooLarge         body above the configured limit
+    ├── RequestTimeout          body not received within the configured time
+    ├── RateLimited             over a limit
+    ├── UpstreamError           the LLM backend failed (`backend` names it)
+    │   ├── BackendUnavailable  connection refused, reset, bad gateway, a broken answer
+    │   ├── BackendTimeout      no answer within the timeout
+    │   └── BackendRejected     the backend refused the request; its status and message pass through
+    └── DependencyUnavailable   PostgreSQL, NATS or the inference service is down for a feature that needs it
 
-`appliance.api.errors` maps each class to an HTTP status and the protocol's error body;
-adapters translate foreign exceptions into these (`raise X from exc`).
+What each class means on the wire (HTTP status, log level, each dialect's error body and
+mid-stream frame) is one table in `appliance.api.errors`; the domain says only what went
+wrong. Adapters translate foreign exceptions into these (`raise X from exc`).
 """
 
 from __future__ import annotations
 
 
 class ApplianceError(Exception):
-    """Base of every error the gateway reports to a client."""
-
-    status = 500
-    type = "server_error"
-    code: str | None = None
+    """Base of every error the gateway reports to a client. `code` overrides the table's."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
-        if code is not None:
-            self.code = code
+        self.code = code
 
 
 class InvalidRequest(ApplianceError):
-    status = 400
-    type = "invalid_request_error"
+    pass
 
 
 class Unauthorized(ApplianceError):
-    status = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
+    pass
 
 
 class NotFound(ApplianceError):
-    status = 404
-    type = "invalid_request_error"
-    code = "not_found"
+    pass
 
 
 class ModelNotFound(NotFound):
-    code = "model_not_found"
-
     def __init__(self, model: str) -> None:
         super().__init__(f"The model '{model}' does not exist", param="model")
         self.model = model
 
 
 class PayloadTooLarge(ApplianceError):
-    status = 413
-    type = "invalid_request_error"
-    code = "payload_too_large"
+    pass
+
+
+class RequestTimeout(ApplianceError):
+    pass
 
 
 class RateLimited(ApplianceError):
-    status = 429
-    type = "rate_limit_error"
-    code = "rate_limit_exceeded"
+    pass
 
 
 class UpstreamError(ApplianceError):
     """The LLM backend failed; `backend` names it."""
-
-    status = 502
-    type = "api_error"
 
     def __init__(self, message: str, *, backend: str = "", param: str | None = None, code: str | None = None) -> None:
         super().__init__(message, param=param, code=code)
@@ -84,13 +71,11 @@ class UpstreamError(ApplianceError):
 
 
 class BackendUnavailable(UpstreamError):
-    status = 502
-    code = "backend_unavailable"
+    pass
 
 
 class BackendTimeout(UpstreamError):
-    status = 504
-    code = "backend_timeout"
+    pass
 
 
 class BackendRejected(UpstreamError):
@@ -107,11 +92,9 @@ class BackendRejected(UpstreamError):
         code: str | None = None,
     ) -> None:
         super().__init__(message, backend=backend, param=param, code=code)
-        self.status = status
-        self.type = type or "invalid_request_error"
+        self.upstream_status = status
+        self.upstream_type = type
 
 
 class DependencyUnavailable(ApplianceError):
-    status = 503
-    type = "service_unavailable"
-    code = "dependency_unavailable"
+    pass

@@ -165,7 +165,7 @@ class KnowledgeService:
 
     def __init__(self, store: KnowledgeStore, embedder: Embedder, reranker: Reranker | None,
                  chunker: Callable[[str], list[str]], *, candidates: int = 20,
-                 recorder: Callable[[], Recorder] | None = None, late: LateInteraction | None = None,
+                 recorder: Recorder | None = None, late: LateInteraction | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.store = store
         self._late = late
@@ -173,7 +173,7 @@ class KnowledgeService:
         self._reranker = reranker
         self._chunker = chunker
         self._candidates = candidates
-        self._recorder = recorder or NullRecorder
+        self._recorder: Recorder = recorder or NullRecorder()
         self._clock = clock
 
     async def put_document(self, workspace: str, document_id: str, text: str,
@@ -279,7 +279,7 @@ class KnowledgeService:
                 started: float, composed: bool) -> None:
         chunks = [RetrievedChunk(h.document_id, h.chunk_index, h.scores.get("rerank", h.scores.get("rrf",
                                  h.scores.get(mode, 0.0)))) for h in hits]
-        self._recorder().retrieval(RetrievalOutcome(
+        self._recorder.retrieval(RetrievalOutcome(
             correlation_id=cid, workspace=workspace, query=query, mode=mode, reranked=reranked, hits=chunks,
             latency_ms=(self._clock() - started) * 1000,
             composed_prompt_chars=len(compose(hits).system_message) if composed else 0,

@@ -35,7 +35,6 @@ class ModelDirectory:
         self._fetched_at = float("-inf")
         self._discovered: list[tuple[str, dict[str, Any]]] = []
         self._lock = asyncio.Lock()
-        self.backend_status: dict[str, bool] = {}
 
     async def refresh(self, *, force: bool = False) -> None:
         async with self._lock:
@@ -46,11 +45,9 @@ class ModelDirectory:
             found: list[tuple[str, dict[str, Any]]] = []
             for name, result in zip(names, results, strict=True):
                 if isinstance(result, BaseException):
-                    self.backend_status[name] = False
                     if not isinstance(result, UpstreamError):
                         log.warning("model discovery failed", extra={"backend": name, "error": repr(result)})
                     continue
-                self.backend_status[name] = True
                 found.extend((name, m) for m in result if isinstance(m, dict) and isinstance(m.get("id"), str))
             self._discovered = found
             owner: dict[str, str] = {}

@@ -12,7 +12,18 @@ class UpstreamReply:
     """A complete (non-streaming) answer from a backend: the decoded JSON body."""
 
     body: dict[str, Any]
-    status: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend takes beyond the OpenAI chat schema, decided once per backend (by its
+    kind, overridable in the catalog) and applied when a request is planned, whatever the
+    dialect it came in."""
+
+    extension_fields: frozenset[str] = frozenset()  # sampling fields outside OpenAI's schema (top_k, min_p)
+    fetches_image_urls: bool = True                 # False: image URLs must be inlined as data URLs
+    completions: bool = False                       # speaks POST /v1/completions
+    tokenize: bool = False                          # has a /tokenize endpoint
 
 
 class UpstreamStream(Protocol):
@@ -30,6 +41,7 @@ class ChatBackend(Protocol):
     """An OpenAI-compatible LLM server (vLLM, llama.cpp, LM Studio, Ollama, a cloud API)."""
 
     name: str
+    capabilities: Capabilities
 
     async def complete(self, payload: Mapping[str, Any]) -> UpstreamReply:
         """POST /chat/completions without streaming. Raises `UpstreamError` subclasses."""

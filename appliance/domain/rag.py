@@ -23,19 +23,6 @@ class ContextProvider(Protocol):
         ...
 
 
-def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The text of the last user message (text parts joined for multi-part content)."""
-    for message in reversed(messages):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping) and p.get("type") == "text")
-    return ""
-
-
 def inject(messages: Sequence[Mapping[str, Any]], context: RetrievedContext) -> list[Mapping[str, Any]]:
     """The messages with the context's system message placed after any leading system messages."""
     out = list(messages)

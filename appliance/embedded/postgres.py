@@ -8,6 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Final
 
+from appliance.config import Settings
+
 log = logging.getLogger(__name__)
 
 CONF_NAME: Final = "appliance.conf"
@@ -90,3 +92,12 @@ class EmbeddedPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    """APPLIANCE_DATABASE_URL, or the embedded server under the state dir (started or joined);
+    a server is returned so that the caller stops it."""
+    if settings.database_url:
+        return settings.database_url, None
+    server = EmbeddedPostgres(settings.state_dir / "postgres")
+    return server.start(), server

@@ -3,9 +3,10 @@
 Acknowledged mode: every message carries a reply subject of ours, and the acks are matched
 as they arrive (one subscription, a counter for tokens; nats-py's `js.publish` costs a
 request and a `wait_for` each). A batch goes out as HPUB protocol frames we build, joined
-into one write to nats-py's outgoing buffer: its `publish()` spends more per message on
-checking and encoding headers than we spend on the whole frame (the relay's CPU per event
--20% to -33% here, docs/events.md).
+into one write to nats-py's outgoing buffer (nats_private.py, the one module touching
+nats-py's private surface): its `publish()` spends more per message on checking and encoding
+headers than we spend on the whole frame (the relay's CPU per event -20% to -33% here,
+docs/events.md).
 
 Chained mode: each message also carries `Nats-Expected-Last-Msg-Id`, the id of the message
 before it in its stream, and only the last message per stream asks for an ack. JetStream
@@ -34,6 +35,8 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from appliance.events.nats_private import FrameWriter
+
 log = logging.getLogger(__name__)
 
 EXPECTED_LAST_ID = "Nats-Expected-Last-Msg-Id"
@@ -47,8 +50,9 @@ class AckTracker:
 
     def __init__(self, nc: NATS, stream_of: Callable[[str], str]) -> None:
         self._nc = nc
+        self._write = FrameWriter(nc).write
         self._stream_of = stream_of
-        self._prefix = f"_APPL_ACK.{nc._nuid.next().decode()}"
+        self._prefix = f"_APPL_ACK.{nc.new_inbox().rpartition('.')[2]}"  # a NUID: unique per tracker
         self._tokens = itertools.count()
         self._pending: set[str] = set()
         self._acks: dict[str, bytes] = {}
@@ -133,12 +137,10 @@ class AckTracker:
 
     async def _send(self, frames: list[bytes]) -> None:
         """Queue the frames on the connection and have them written (nats-py's own publish
-        path, minus its per-message work; pinned below nats-py 3 for these two calls)."""
-        nc = self._nc
-        if not nc.is_connected:
+        path, minus its per-message work)."""
+        if not self._nc.is_connected:
             raise ConnectionError("NATS connection lost")
-        await nc._send_command(b"".join(frames))
-        await nc._flush_pending()
+        await self._write(b"".join(frames))
 
     def _send_token(self) -> str:
         token = str(next(self._tokens))

@@ -1,7 +1,7 @@
 """Prometheus metrics of the event pipeline, as the gateway's `/metrics` shows them.
 
 Workers count what they write to the spool; the relay's counters come from its status file
-(relay.json, rewritten every second) and the spool's size from the files themselves, read
+(relay.json, rewritten every second: spool_root.py) and the spool's size from the files themselves, read
 at scrape time, so they are right whichever worker answers the scrape.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from appliance.events.relay import read_status, slot_dirs
 from appliance.events.spool import pending_bytes
+from appliance.events.spool_root import read_status, slot_dirs
 
 SPOOLED = Counter("appliance_events_spooled_total", "Outcomes written ahead to the event spool, by kind", ["kind"])
 DROPPED = Counter("appliance_events_dropped_total", "Outcomes lost because the event spool was full, by kind", ["kind"])

@@ -215,7 +215,7 @@ def run(settings: Settings) -> int:
     if not settings.nats_url:
         print("config error: APPLIANCE_NATS_URL: the persister needs NATS", flush=True)
         return 2
-    from appliance.rag.ingest import database_url
+    from appliance.embedded.postgres import database_url
 
     url, server = database_url(settings)
     try:

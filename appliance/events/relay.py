@@ -7,19 +7,18 @@ them into events (outcomes.py), publishes them all without waiting, then waits f
 ack and moves the slot's cursor. A refused or unacknowledged batch is published again
 later from the same cursor; the repeats carry the same `Nats-Msg-Id` and JetStream drops
 them. While NATS is down nothing moves and the records wait on disk. Counters and state go
-to `relay.json` beside the slots every second, for the gateway's `/metrics` and `/readyz`.
+to `relay.json` beside the slots every second, for the gateway's `/metrics` and `/readyz`
+(the spool root's layout and that file: spool_root.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,47 +29,13 @@ from appliance.domain.ports import Event
 from appliance.events.acks import AckTracker, Message
 from appliance.events.outcomes import events_of
 from appliance.events.spool import Record, SpoolReader
+from appliance.events.spool_root import RelayStatus, slot_dirs, slot_in_use, write_status
 from appliance.events.streams import connect, ensure_streams, stream_of
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "relay.json"
 STATUS_EVERY_S = 1.0
 HEADER_ROOM = 256  # bytes of a message's headers, counted against the server's max_payload
-
-
-@dataclass(slots=True)
-class RelayStatus:
-    pid: int
-    ts: float = 0.0
-    connected: bool = False
-    published: int = 0      # events JetStream acknowledged
-    replayed: int = 0       # of those, events that had waited in the spool through an outage or a restart
-    undeliverable: int = 0  # events that can never be published (unreadable record, over max_payload)
-    corrupt: int = 0        # spool records that failed their checksum
-    chains_broken: int = 0  # batches published with an ack per event after all (events/acks.py)
-    spool_bytes: int = 0
-    stopping: bool = False
-
-
-def slot_dirs(root: Path) -> list[Path]:
-    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)) \
-        if root.is_dir() else []
-
-
-def slot_in_use(directory: Path) -> bool:
-    """Whether a live worker holds this slot (its flock)."""
-    try:
-        fd = os.open(directory / ".lock", os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also releases the lock if we took it
-    return False
 
 
 class Relay:
@@ -267,18 +232,3 @@ async def _unless(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
         pending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pending
-
-
-def write_status(root: Path, status: RelayStatus) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{STATUS_FILE}.tmp"
-    tmp.write_bytes(orjson.dumps(asdict(status)))
-    os.replace(tmp, root / STATUS_FILE)
-
-
-def read_status(root: Path) -> dict[str, object] | None:
-    try:
-        status = orjson.loads((root / STATUS_FILE).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return status if isinstance(status, dict) else None

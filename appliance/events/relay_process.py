@@ -26,10 +26,6 @@ RESTART_DELAY_S = 1.0
 PARENT_CHECK_S = 1.0
 
 
-def events_on(settings: Settings) -> bool:
-    return settings.events.enabled and bool(settings.nats_url)
-
-
 def relay_for(settings: Settings) -> Relay:
     cfg = settings.events
     assert settings.nats_url

@@ -11,6 +11,7 @@ import orjson
 from psycopg.types.json import Jsonb
 
 from appliance.domain.events import PIPELINE, SCHEMA_VERSION
+from appliance.domain.messages import first_system_text, last_user_text
 
 Row = dict[str, Any]
 
@@ -28,14 +29,6 @@ def _get(p: Mapping[str, Any], key: str, kind: type | tuple[type, ...], optional
     return value
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
 def _chat(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
     usage = _get(p, "usage", dict)
     messages = _get(p, "messages", list)
@@ -47,8 +40,8 @@ def _chat(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
            "workspace": _get(p, "workspace", str, True), "sources": Jsonb(p.get("sources") or []),
            "tool_calls": Jsonb(p.get("tool_calls") or [])}
     out = [("chat_history", row)]
-    prompt = next((_text(m.get("content")) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), "")
-    system = next((_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "system"), None)
+    prompt = last_user_text(messages)
+    system = first_system_text(messages)
     if prompt and row["response_text"]:
         out.append(("chat_pairs", {**base, "model": row["model"], "prompt": prompt, "response": row["response_text"],
                                    "system": system}))

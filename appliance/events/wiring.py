@@ -6,16 +6,15 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from appliance.config import Settings
 from appliance.events.metrics import RelayMetrics, relay_state, spool_bytes
 from appliance.events.recorder import SpoolingRecorder
-from appliance.events.relay_process import events_on
 from appliance.events.spool import SpoolWriter
-
-if TYPE_CHECKING:
-    from appliance.services import Services
+from appliance.feature import Feature
 
 log = logging.getLogger(__name__)
 MAX_SLOTS = 64
@@ -37,10 +36,16 @@ def claim_spool_dir(root: Path) -> tuple[Path, int]:
     raise RuntimeError(f"all {MAX_SLOTS} spool slots under {root} are in use")
 
 
-def add_events(services: Services) -> SpoolingRecorder | None:
-    settings = services.settings
+@dataclass(frozen=True, slots=True)
+class Events:
+    recorder: SpoolingRecorder
+    feature: Feature
+
+
+def build_events(settings: Settings) -> Events | None:
+    """The worker's spool writer and recorder; None when events are off (no NATS URL)."""
     cfg = settings.events
-    if not events_on(settings):
+    if not settings.events_on:
         if cfg.enabled:
             log.info("event pipeline off: APPLIANCE_NATS_URL is not set")
         return None
@@ -60,9 +65,5 @@ def add_events(services: Services) -> SpoolingRecorder | None:
         return {"ok": fresh and bool(status.get("connected")), "relay": "running" if fresh else "not running",
                 "spool_bytes": spool_bytes(root)}
 
-    services.add_recorder(recorder)
-    services.starters.append(recorder.start)
-    services.closers.append(close)
-    services.readiness["nats"] = readiness
-    services.collectors.append(RelayMetrics(root))
-    return recorder
+    return Events(recorder, Feature("events", start=recorder.start, close=close, readiness={"nats": readiness},
+                                    collectors=(RelayMetrics(root),)))

@@ -1,8 +1,8 @@
 """`OnnxEmbedder`: the in-process `Embedder` port adapter (onnxruntime + tokenizers).
 
 Model calls run in a `BoundedExecutor`, never on the event loop. Beyond the port it offers
-`token_vectors` (for MaxSim) and `embed_context` (late chunking), as `TokenEmbedder`
-describes, and `tokenizer` for chunking by the embedder's own tokens.
+`token_vectors` (for MaxSim), as `TokenEmbedder` describes, and `tokenizer` for chunking by
+the embedder's own tokens.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-from appliance.inference.encoder import Span, TextEncoder
+from appliance.inference.encoder import TextEncoder
 from appliance.inference.executor import BoundedExecutor
 
 
 class TokenEmbedder(Protocol):
-    """An `Embedder` that also exposes per-token vectors and late chunking."""
+    """An `Embedder` that also exposes per-token vectors and its tokenizer."""
 
     model_id: str
     dimensions: int
@@ -41,9 +41,6 @@ class TokenEmbedder(Protocol):
         ...
 
     async def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
-        ...
-
-    async def embed_context(self, text: str, spans: Sequence[Span]) -> list[list[float]]:
         ...
 
 
@@ -99,11 +96,6 @@ class OnnxEmbedder:
             for i, v in zip(idx, vectors, strict=True):
                 out[i] = v
         return out
-
-    async def embed_context(self, text: str, spans: Sequence[Span]) -> list[list[float]]:
-        items = list(spans)
-        vectors = await self.executor.run(lambda: self.encoder.embed_context(text, items))
-        return vectors.tolist()  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.executor.close()

@@ -19,7 +19,6 @@ from tokenizers import Tokenizer
 from appliance.domain.ports import Reranker, RerankScore
 from appliance.inference.breaker import Breaker
 from appliance.inference.embedder import TokenEmbedder
-from appliance.inference.encoder import Span
 from appliance.inference.grpc_client import GrpcInference, RemoteUnavailable
 from appliance.inference.metrics import CALLS, FALLBACKS
 
@@ -101,12 +100,6 @@ class FallbackEmbedder:
     async def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         return await self.fallback.call("embed_tokens", lambda: self.fallback.remote.token_vectors(texts),
                                         lambda: self.local.token_vectors(texts))
-
-    async def embed_context(self, text: str, spans: Sequence[Span]) -> list[list[float]]:
-        async def remote() -> list[list[float]]:
-            return self._checked(await self.fallback.remote.embed_context(text, spans)).tolist()  # type: ignore[no-any-return]
-
-        return await self.fallback.call("embed_context", remote, lambda: self.local.embed_context(text, spans))
 
 
 class FallbackReranker:

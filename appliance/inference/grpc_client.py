@@ -21,7 +21,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from appliance.domain.errors import DependencyUnavailable, InvalidRequest
 from appliance.domain.ports import RerankScore
-from appliance.inference.encoder import Span
 from appliance.inference.gen import inference_pb2 as pb
 from appliance.inference.gen import inference_pb2_grpc as pb_grpc
 from appliance.inference.wire import VectorShapeError, unpack
@@ -47,7 +46,7 @@ def grpc_target(url: str) -> str:
 
 
 class GrpcInference:
-    """Embed, EmbedTokens, EmbedContext, Rerank and MaxSimSearch over one channel."""
+    """Embed, EmbedTokens and Rerank over one channel."""
 
     def __init__(self, url: str, *, deadline_s: float, max_message_bytes: int,
                  expect_dimensions: int | None = None) -> None:
@@ -69,7 +68,6 @@ class GrpcInference:
             self._stubs = {
                 "embed": pb_grpc.EmbeddingServiceStub(self._channel),  # type: ignore[no-untyped-call]
                 "rerank": pb_grpc.RerankServiceStub(self._channel),  # type: ignore[no-untyped-call]
-                "search": pb_grpc.SearchServiceStub(self._channel),  # type: ignore[no-untyped-call]
                 "health": health_pb2_grpc.HealthStub(self._channel),
             }
         return self._stubs[name]
@@ -113,12 +111,6 @@ class GrpcInference:
             "EmbedTokens", lambda: self._stub("embed").EmbedTokens(request, timeout=self.deadline_s))
         return [self._vectors(t.data, t.tokens, reply.dimensions) for t in reply.texts]
 
-    async def embed_context(self, text: str, spans: Sequence[Span]) -> np.ndarray:
-        request = pb.EmbedContextRequest(text=text, spans=[pb.Span(start=s, end=e) for s, e in spans])
-        reply: pb.EmbedContextResponse = await self._call(
-            "EmbedContext", lambda: self._stub("embed").EmbedContext(request, timeout=self.deadline_s))
-        return self._vectors(reply.vectors, len(spans), reply.dimensions)
-
     async def rerank(self, query: str, documents: Sequence[str]) -> list[RerankScore]:
         request = pb.RerankRequest(query=query, documents=list(documents))
         reply: pb.RerankResponse = await self._call(
@@ -127,17 +119,6 @@ class GrpcInference:
             raise RemoteUnavailable(f"inference service {self.target}: {len(reply.scores)} scores for "
                                     f"{len(documents)} documents", "error")
         return [RerankScore(index=i, score=float(s)) for i, s in enumerate(reply.scores)]
-
-    async def maxsim_search(self, query: str, candidates: Sequence[str | np.ndarray],
-                            top_k: int = 0) -> list[RerankScore]:
-        """Top-k candidates by MaxSim, best first; a candidate is a text or its token vectors."""
-        request = pb.MaxSimSearchRequest(query=query, top_k=top_k, candidates=[
-            pb.Candidate(text=c) if isinstance(c, str)
-            else pb.Candidate(vectors=pb.TokenVectors(tokens=c.shape[0], data=np.ascontiguousarray(c, "<f4").tobytes()))
-            for c in candidates])
-        reply: pb.MaxSimSearchResponse = await self._call(
-            "MaxSimSearch", lambda: self._stub("search").MaxSimSearch(request, timeout=self.deadline_s))
-        return [RerankScore(index=h.index, score=float(h.score)) for h in reply.hits]
 
     async def health(self, service: str = "") -> str:
         """The health status name (`SERVING`, `NOT_SERVING`, ...) of `service`."""

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn, TypeVar
 
 import grpc
-import numpy as np
 
 from appliance.config import InferenceSettings
 from appliance.domain.errors import DependencyUnavailable
@@ -18,12 +17,11 @@ from appliance.inference.executor import InferenceBusy
 from appliance.inference.gen import inference_pb2 as pb
 from appliance.inference.gen import inference_pb2_grpc as pb_grpc
 from appliance.inference.local import LocalModels
-from appliance.inference.maxsim import maxsim_scores, top_k
-from appliance.inference.wire import VectorShapeError, pack, unpack
+from appliance.inference.wire import pack
 
 T = TypeVar("T")
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[n].full_name
-                      for n in ("EmbeddingService", "RerankService", "SearchService"))
+                      for n in ("EmbeddingService", "RerankService"))
 
 
 class Limits:
@@ -81,27 +79,6 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             model_id=embedder.model_id, dimensions=embedder.dimensions,
             texts=[pb.TokenVectors(tokens=t.shape[0], data=pack(t)) for t in tokens])
 
-    async def EmbedContext(self, request: pb.EmbedContextRequest,
-                           context: grpc.aio.ServicerContext) -> pb.EmbedContextResponse:
-        if not request.text:
-            await self._limits.invalid(context, "text: a document is required")
-        if not request.spans:
-            await self._limits.invalid(context, "spans: at least one span is required")
-        if len(request.spans) > self._limits.max_inputs:
-            await self._limits.invalid(context, f"spans: {len(request.spans)} exceed the limit of "
-                                                f"{self._limits.max_inputs}")
-        size = len(request.text)
-        for i, span in enumerate(request.spans):
-            if not span.start < span.end <= size:
-                await self._limits.invalid(context, f"spans[{i}]: [{span.start}, {span.end}) is not a "
-                                                    f"non-empty range within the text's {size} characters")
-        spans = [(s.start, s.end) for s in request.spans]
-        embedder = self._models.embedder
-        vectors = await _guarded(context, lambda: embedder.executor.run(
-            lambda: embedder.encoder.embed_context(request.text, spans)))
-        return pb.EmbedContextResponse(model_id=embedder.model_id, dimensions=embedder.dimensions,
-                                       vectors=pack(vectors))
-
 
 class RerankServicer(pb_grpc.RerankServiceServicer):
     def __init__(self, models: LocalModels, limits: Limits) -> None:
@@ -116,43 +93,7 @@ class RerankServicer(pb_grpc.RerankServiceServicer):
         return pb.RerankResponse(model_id=reranker.model_id, scores=[s.score for s in scores])
 
 
-class SearchServicer(pb_grpc.SearchServiceServicer):
-    def __init__(self, models: LocalModels, limits: Limits) -> None:
-        self._models = models
-        self._limits = limits
-
-    async def MaxSimSearch(self, request: pb.MaxSimSearchRequest,
-                           context: grpc.aio.ServicerContext) -> pb.MaxSimSearchResponse:
-        if not request.candidates:
-            await self._limits.invalid(context, "candidates: at least one candidate is required")
-        if len(request.candidates) > self._limits.max_inputs:
-            await self._limits.invalid(context, f"candidates: {len(request.candidates)} exceed the limit of "
-                                                f"{self._limits.max_inputs}")
-        embedder = self._models.embedder
-        dims = embedder.dimensions
-        texts = [request.query]
-        where: dict[int, int] = {}
-        given: dict[int, np.ndarray] = {}
-        for i, cand in enumerate(request.candidates):
-            if cand.WhichOneof("content") == "vectors":
-                try:
-                    given[i] = unpack(cand.vectors.data, cand.vectors.tokens, dims)
-                except VectorShapeError as exc:
-                    await self._limits.invalid(context, f"candidates[{i}].vectors: {exc}")
-            else:
-                where[i] = len(texts)
-                texts.append(cand.text)
-        await self._limits.texts(context, "candidates", texts)
-        vectors = await _guarded(context, lambda: embedder.token_vectors(texts))
-        docs = [given[i] if i in given else vectors[where[i]] for i in range(len(request.candidates))]
-        scores = maxsim_scores(vectors[0], docs)
-        best = top_k(scores, request.top_k)
-        return pb.MaxSimSearchResponse(model_id=f"maxsim:{embedder.model_id}",
-                                       hits=[pb.MaxSimHit(index=i, score=scores[i]) for i in best])
-
-
 def add_servicers(server: grpc.aio.Server, models: LocalModels, settings: InferenceSettings) -> None:
     limits = Limits(settings)
     pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(models, limits), server)  # type: ignore[no-untyped-call]
     pb_grpc.add_RerankServiceServicer_to_server(RerankServicer(models, limits), server)  # type: ignore[no-untyped-call]
-    pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(models, limits), server)  # type: ignore[no-untyped-call]

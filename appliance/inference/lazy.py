@@ -18,7 +18,6 @@ from tokenizers import Tokenizer
 
 from appliance.config import KnowledgeSettings
 from appliance.domain.ports import RerankScore
-from appliance.inference.encoder import Span
 from appliance.inference.local import LocalModels, load_local_models
 from appliance.inference.model_files import embedder_files
 from appliance.inference.tokenization import TextTokenizer
@@ -109,9 +108,6 @@ class LazyEmbedder:
 
     async def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         return await (await self.loader.aget()).embedder.token_vectors(texts)
-
-    async def embed_context(self, text: str, spans: Sequence[Span]) -> list[list[float]]:
-        return await (await self.loader.aget()).embedder.embed_context(text, spans)
 
 
 class LazyReranker:

@@ -25,12 +25,6 @@ def maxsim_scores(query: np.ndarray, documents: Sequence[np.ndarray]) -> list[fl
     return [maxsim(query, doc) for doc in documents]
 
 
-def top_k(scores: Sequence[float], k: int) -> list[int]:
-    """Indices of the `k` best scores, best first; ties keep input order."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    return order[:k] if k > 0 else order
-
-
 class TokenVectorCache:
     """Bounded LRU of document token vectors, stored as float16 (a 200-token chunk of a
     384-dim model takes about 150 kB; 256 entries of 256 tokens at most 50 MB). RAG questions over one workspace keep meeting the same

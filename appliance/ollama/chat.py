@@ -8,7 +8,8 @@ and the options the OpenAI shape has: `temperature`, `top_p`, `num_predict` (-> 
 `stop`, `seed`, `presence_penalty`, `frequency_penalty`. `top_k` and `min_p` come back apart
 for the caller to add when the backend takes them. Dropped (logged at debug): load-time
 options (`num_ctx`, `num_gpu`, ...), other samplers, `keep_alive`, `think`, `template`,
-`context`. Refused with 400: `raw` prompts and `suffix`, which a chat endpoint cannot honour.
+`context`. Refused with 400: `raw` prompts and `suffix`, which a chat endpoint cannot honour;
+bodies nested too deep or with too many messages (`appliance.wire.bounds`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
+from appliance.wire.bounds import MAX_MESSAGES, check_count, check_depth
 from appliance.wire.errors import WireError
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class OllamaCall:
     keep_alive: Any = None
 
 
-def parse_chat(body: Any) -> OllamaCall:
+def parse_chat(body: Any, *, max_messages: int = MAX_MESSAGES) -> OllamaCall:
     """Check and translate a decoded `/api/chat` body."""
     body = _object(body)
     model, stream = _model(body), _stream(body)
@@ -55,6 +57,7 @@ def parse_chat(body: Any) -> OllamaCall:
         raw = []
     if not isinstance(raw, list):
         raise WireError("messages must be an array", "messages")
+    check_count(raw, max_messages, "messages")
     if not raw:
         return OllamaCall(model, stream, None, {}, body.get("keep_alive"))
     messages = _messages(raw)
@@ -101,6 +104,7 @@ def parse_generate(body: Any) -> OllamaCall:
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise WireError("The request body must be a JSON object")
+    check_depth(body)
     return body
 
 
@@ -128,7 +132,7 @@ def _messages(raw: list[Any]) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise WireError(f"{where} must be an object", where)
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise WireError(f"{where}.role must be one of {sorted(_ROLES)}", f"{where}.role")
         text = message.get("content") or ""
         if not isinstance(text, str):

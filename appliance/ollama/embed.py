@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.wire.bounds import check_depth
 from appliance.wire.errors import WireError
 
 
@@ -24,6 +25,7 @@ class EmbedCall:
 def parse_embed(body: Any, max_inputs: int) -> EmbedCall:
     if not isinstance(body, dict):
         raise WireError("The request body must be a JSON object")
+    check_depth(body)
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) and x for x in inputs):
@@ -40,6 +42,7 @@ def parse_embeddings(body: Any) -> str:
     """The prompt of a legacy `/api/embeddings` body."""
     if not isinstance(body, dict):
         raise WireError("The request body must be a JSON object")
+    check_depth(body)
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt:
         raise WireError("prompt is required and must be a non-empty string", "prompt")

@@ -2,7 +2,8 @@
 
 The body stays a dict and is passed upstream as it came (unknown fields included, logged at
 debug): only what the gateway itself relies on is checked, so a newer client field never
-breaks the relay.
+breaks the relay. Besides: nesting depth and message count are bounded (`appliance.wire.bounds`)
+and `stop` must be a string or strings, since a backend that does not check it answers 500.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
+from appliance.wire.bounds import MAX_MESSAGES, check_count, check_depth
 from appliance.wire.errors import WireError
 
 log = logging.getLogger(__name__)
@@ -27,21 +29,23 @@ _NUMBERS: Final = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "presence_pen
 _POSITIVE_INTS: Final = ("n", "max_tokens", "max_completion_tokens")
 
 
-def validate_chat(body: Any) -> tuple[str, bool]:
+def validate_chat(body: Any, *, max_messages: int = MAX_MESSAGES) -> tuple[str, bool]:
     """Check a decoded body; returns `(model, stream)` or raises `WireError` with `param`."""
     if not isinstance(body, dict):
         raise WireError("The request body must be a JSON object")
+    check_depth(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise WireError("'model' is required and must be a non-empty string", "model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise WireError("'messages' is required and must be a non-empty array", "messages")
+    check_count(messages, max_messages, "messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise WireError(f"messages[{i}] must be an object", f"messages[{i}]")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise WireError(f"messages[{i}].role must be one of {sorted(ROLES)}", f"messages[{i}].role")
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
@@ -62,6 +66,10 @@ def validate_chat(body: Any) -> tuple[str, bool]:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise WireError(f"'{name}' must be a positive integer", name)
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str) and (
+            not isinstance(stop, list) or not all(isinstance(s, str) for s in stop)):
+        raise WireError("'stop' must be a string or an array of strings", "stop")
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise WireError("'tools' must be an array", "tools")
@@ -71,7 +79,3 @@ def validate_chat(body: Any) -> tuple[str, bool]:
             log.debug("unknown chat fields passed through", extra={"fields": unknown})
     return model, stream
 
-
-def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    """The OpenAI error shape."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}

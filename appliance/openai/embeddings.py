@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from appliance.wire.bounds import check_depth
 from appliance.wire.errors import WireError
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def _unknown(body: dict[str, Any], known: frozenset[str]) -> None:
 def parse_embeddings(body: Any, max_inputs: int) -> EmbeddingsRequest:
     if not isinstance(body, dict):
         raise WireError("The request body must be a JSON object")
+    check_depth(body)
     _unknown(body, EMBED_KNOWN)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -94,6 +96,7 @@ def embeddings_response(vectors: Sequence[Sequence[float]], model: str, tokens: 
 def parse_rerank(body: Any, max_documents: int) -> RerankRequest:
     if not isinstance(body, dict):
         raise WireError("The request body must be a JSON object")
+    check_depth(body)
     _unknown(body, RERANK_KNOWN)
     model = body.get("model")
     if model is not None and not isinstance(model, str):

@@ -13,10 +13,11 @@ from tqdm import tqdm
 from appliance.config import Settings
 from appliance.db.migrate import migrate
 from appliance.domain.knowledge import KnowledgeService, check_workspace
-from appliance.embedded.postgres import EmbeddedPostgres
+from appliance.embedded.postgres import database_url
+from appliance.inference.model_files import embedding_dim
 from appliance.inference.wiring import Inference
 from appliance.rag.documents import SUPPORTED, collect, read_text
-from appliance.rag.wiring import build_knowledge
+from appliance.rag.wiring import knowledge_service, knowledge_store
 
 
 async def ingest_files(service: KnowledgeService, workspace: str, paths: list[Path], *,
@@ -38,18 +39,11 @@ async def ingest_files(service: KnowledgeService, workspace: str, paths: list[Pa
     return counts
 
 
-def database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
-    """APPLIANCE_DATABASE_URL, or the embedded server under the state dir (started or joined)."""
-    if settings.database_url:
-        return settings.database_url, None
-    server = EmbeddedPostgres(settings.state_dir / "postgres")
-    return server.start(), server
-
-
 async def _run(settings: Settings, paths: list[Path], workspace: str) -> Counter[str]:
     inference = Inference(settings)
     await inference.start()
-    service, store = build_knowledge(settings, inference.embedder, None)
+    store = knowledge_store(settings)
+    service = knowledge_service(settings, store, inference.embedder, None)
     await store.open()
     try:
         return await ingest_files(service, workspace, paths, progress=sys.stderr.isatty())
@@ -73,12 +67,3 @@ def run(settings: Settings, paths: list[Path], workspace: str) -> int:
           + (f", {counts['empty']} empty skipped" if counts["empty"] else "")
           + f" (types: {', '.join(sorted(SUPPORTED))})")
     return 0
-
-
-def embedding_dim(settings: Settings) -> int:
-    """The embedding model's dimension (loads the model once; the migration needs it)."""
-    inference = Inference(settings)
-    try:
-        return int(inference.embedder.dimensions)
-    finally:
-        inference.loader.close()

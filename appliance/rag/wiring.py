@@ -5,26 +5,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.config import ConfigError, Settings
 from appliance.domain.chunking import chunk_text
 from appliance.domain.errors import DependencyUnavailable
 from appliance.domain.knowledge import KnowledgeService
-from appliance.domain.ports import Embedder, Reranker
+from appliance.domain.ports import Reranker
+from appliance.domain.records import Recorder
+from appliance.feature import Feature
+from appliance.inference.embedder import TokenEmbedder
 from appliance.rag.late_interaction import StoredMaxSim
 from appliance.rag.store import PgKnowledgeStore
-
-if TYPE_CHECKING:
-    from appliance.services import Services
 
 log = logging.getLogger(__name__)
 
 
-def token_counter(embedder: Embedder) -> Callable[[Sequence[str]], list[int]]:
+def token_counter(embedder: TokenEmbedder) -> Callable[[Sequence[str]], list[int]]:
     """Content tokens per text by the embedder's own tokenizer (what chunk sizes are in)."""
-    tokenizer: Any = embedder.tokenizer  # type: ignore[attr-defined]
+    tokenizer = embedder.tokenizer
 
     def count(texts: Sequence[str]) -> list[int]:
         if not texts:
@@ -33,29 +34,29 @@ def token_counter(embedder: Embedder) -> Callable[[Sequence[str]], list[int]]:
     return count
 
 
-def chunker_for(settings: Settings, embedder: Embedder) -> Callable[[str], list[str]]:
+def chunker_for(settings: Settings, embedder: TokenEmbedder) -> Callable[[str], list[str]]:
     cfg = settings.knowledge
-    max_len: int = embedder.max_seq_len  # type: ignore[attr-defined]
-    size = min(cfg.chunk_tokens, max_len - 2)  # [CLS] and [SEP] take two positions
+    size = min(cfg.chunk_tokens, embedder.max_seq_len - 2)  # [CLS] and [SEP] take two positions
     return partial(chunk_text, count=token_counter(embedder), size=size, overlap=min(cfg.chunk_overlap, size - 1))
 
 
-def build_knowledge(settings: Settings, embedder: Embedder, reranker: Reranker | None,
-                    recorder: Callable[[], Any] | None = None) -> tuple[KnowledgeService, PgKnowledgeStore]:
+def knowledge_store(settings: Settings) -> PgKnowledgeStore:
     if not settings.database_url:
         raise ConfigError("config error: APPLIANCE_DATABASE_URL: knowledge needs a PostgreSQL URL")
     cfg = settings.knowledge
-    store = PgKnowledgeStore(settings.database_url, max_size=cfg.db_pool_max, ef_search=cfg.hnsw_ef_search,
-                             text_candidates=cfg.text_candidates)
-    late = None
-    if cfg.rerank_kind == "maxsim" and cfg.rerank_token_vectors and hasattr(embedder, "token_vectors"):
-        late = StoredMaxSim(embedder)  # type: ignore[arg-type]
-    service = KnowledgeService(store, embedder, reranker, chunker_for(settings, embedder),
-                               candidates=cfg.rag_candidates, recorder=recorder, late=late)
-    return service, store
+    return PgKnowledgeStore(settings.database_url, max_size=cfg.db_pool_max, ef_search=cfg.hnsw_ef_search,
+                            text_candidates=cfg.text_candidates)
 
 
-async def check_dimensions(store: PgKnowledgeStore, embedder: Embedder) -> None:
+def knowledge_service(settings: Settings, store: PgKnowledgeStore, embedder: TokenEmbedder,
+                      reranker: Reranker | None, recorder: Recorder | None = None) -> KnowledgeService:
+    cfg = settings.knowledge
+    late = StoredMaxSim(embedder) if cfg.rerank_kind == "maxsim" and cfg.rerank_token_vectors else None
+    return KnowledgeService(store, embedder, reranker, chunker_for(settings, embedder),
+                            candidates=cfg.rag_candidates, recorder=recorder, late=late)
+
+
+async def check_dimensions(store: PgKnowledgeStore, embedder: TokenEmbedder) -> None:
     """The schema's vector dimension must be the model's; a mismatch stops the start."""
     try:
         migrated = await store.embedding_dim()
@@ -70,13 +71,19 @@ async def check_dimensions(store: PgKnowledgeStore, embedder: Embedder) -> None:
                           f"{embedder.model_id} makes {embedder.dimensions}; one model per database")
 
 
-def add_knowledge(services: Services) -> KnowledgeService | None:
-    """Knowledge for the gateway when a database is configured; RAG chat uses it too."""
-    settings = services.settings
-    if not settings.database_url or services.embedder is None:
+@dataclass(frozen=True, slots=True)
+class Knowledge:
+    service: KnowledgeService
+    feature: Feature
+
+
+def build_knowledge(settings: Settings, embedder: TokenEmbedder, reranker: Reranker,
+                    recorder: Recorder) -> Knowledge | None:
+    """Knowledge for the gateway when a database is configured (RAG chat uses it too)."""
+    if not settings.database_url:
         return None
-    service, store = build_knowledge(settings, services.embedder, services.reranker, lambda: services.recorder)
-    embedder = services.embedder
+    store = knowledge_store(settings)
+    service = knowledge_service(settings, store, embedder, reranker, recorder)
 
     async def start() -> None:
         await store.open()
@@ -86,9 +93,4 @@ def add_knowledge(services: Services) -> KnowledgeService | None:
         await store.ping()
         return {"ok": True}
 
-    services.knowledge = service
-    services.chat.context = service
-    services.starters.append(start)
-    services.closers.append(store.close)
-    services.readiness["postgres"] = readiness
-    return service
+    return Knowledge(service, Feature("knowledge", start=start, close=store.close, readiness={"postgres": readiness}))

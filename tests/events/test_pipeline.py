@@ -18,8 +18,9 @@ import openai
 from appliance.domain.records import EmbeddingOutcome
 from appliance.embedded.nats import EmbeddedNats
 from appliance.events.recorder import SpoolingRecorder
-from appliance.events.relay import Relay, read_status
+from appliance.events.relay import Relay
 from appliance.events.spool import SpoolWriter, pending_bytes
+from appliance.events.spool_root import read_status
 from tests import procs
 from tests.conftest import FakeLLM, catalog_for, start_gateway
 from tests.events.conftest import PersisterProc, count, wait_count

@@ -67,34 +67,11 @@ async def test_rerank_equals_in_process(client: GrpcInference, local_models: Loc
     assert max(remote, key=lambda s: s.score).index == relevant
 
 
-async def test_embed_context_one_vector_per_chunk(client: GrpcInference, local_models: LocalModels) -> None:
-    doc = "Paris is the capital of France.\n\nPhotosynthesis turns light into sugar.\n\nThe end."
-    spans = [(0, 31), (33, 71), (73, len(doc))]
-    remote = await client.embed_context(doc, spans)
-    assert remote.shape == (3, 384)
-    local = np.array(await local_models.embedder.embed_context(doc, spans))
-    assert np.allclose(remote, local, atol=1e-5)
-
-
-@pytest.mark.parametrize(("query", "documents", "relevant"), RERANK_CASES)
-async def test_maxsim_search_ranks_relevant_first(client: GrpcInference, query: str, documents: list[str],
-                                                  relevant: int) -> None:
-    hits = await client.maxsim_search(query, documents, top_k=2)
-    assert len(hits) == 2 and hits[0].index == relevant
-    precomputed = await client.token_vectors(documents)
-    hits_vec = await client.maxsim_search(query, precomputed, top_k=0)
-    assert [h.index for h in hits_vec][:2] == [h.index for h in hits]
-    assert hits_vec[0].score == pytest.approx(hits[0].score, abs=1e-5)
-
-
 @pytest.mark.parametrize("call", [
     lambda c: c.embed_array([]),
     lambda c: c.embed_array(["x"] * 9),                     # max_inputs=8
     lambda c: c.embed_array(["x" * 2001]),                  # max_text_chars=2000
     lambda c: c.rerank("q", []),
-    lambda c: c.embed_context("short", [(0, 50)]),
-    lambda c: c.embed_context("short", []),
-    lambda c: c.maxsim_search("q", [np.zeros((2, 7), dtype=np.float32)]),  # wrong dimensions
 ])
 async def test_bad_input_is_invalid_argument(client: GrpcInference, call: object) -> None:
     with pytest.raises(InvalidRequest):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.inference import protogen
+from appliance.devtools import protogen
 
 
 def test_generated_code_matches_the_proto() -> None:
     pytest.importorskip("grpc_tools", reason="grpcio-tools (test extra) regenerates the code")
-    assert protogen.differences() == [], "run: python -m appliance.inference.protogen"
+    assert protogen.differences() == [], "run: python -m appliance.devtools.protogen"

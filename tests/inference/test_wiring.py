@@ -12,7 +12,7 @@ from appliance.inference.fallback import FallbackEmbedder, FallbackReranker
 from appliance.inference.lazy import LazyEmbedder
 from appliance.inference.wiring import Inference
 from appliance.openai.embeddings import encode_base64, parse_embeddings, parse_rerank
-from appliance.openai.errors import WireError
+from appliance.wire.errors import WireError
 
 
 async def test_local_by_default_and_lazy() -> None:

@@ -12,7 +12,7 @@ from appliance.config import KnowledgeSettings, Settings
 from appliance.domain.knowledge import KnowledgeService
 from appliance.inference.wiring import Inference
 from appliance.rag.late_interaction import StoredMaxSim, pack, unpack
-from appliance.rag.wiring import build_knowledge
+from appliance.rag.wiring import knowledge_service, knowledge_store
 
 PASSAGES = ["The heat pump keeps the house warm down to minus fifteen degrees.",
             "Feed the sourdough starter with flour and water every day.",
@@ -46,7 +46,9 @@ async def test_stored_scores_match_the_reranker(inference: Inference) -> None:
 
 async def test_vectors_are_kept_at_ingest_replaced_with_the_document_and_encoded_when_missing(
         inference: Inference, migrated_pg: str, workspace: str) -> None:
-    service, store = build_knowledge(Settings(database_url=migrated_pg), inference.embedder, inference.reranker)
+    settings = Settings(database_url=migrated_pg)
+    store = knowledge_store(settings)
+    service = knowledge_service(settings, store, inference.embedder, inference.reranker)
     assert isinstance(service, KnowledgeService)
     await store.open()
     try:

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,8 +32,9 @@ from appliance.domain.records import ChatOutcome, Usage
 from appliance.embedded.nats import EmbeddedNats
 from appliance.embedded.postgres import EmbeddedPostgres
 from appliance.events.recorder import SpoolingRecorder
-from appliance.events.relay import Relay, read_status
+from appliance.events.relay import Relay
 from appliance.events.spool import SpoolWriter, pending_bytes
+from appliance.events.spool_root import read_status
 from tests import procs
 from tests.perf.bench_gateway import (
     start_appliance,
@@ -44,6 +43,7 @@ from tests.perf.bench_gateway import (
     with_children,
     wrk,
 )
+from tests.perf.scratch import outside_tree, scratch_dir
 
 
 def chat(i: int) -> ChatOutcome:
@@ -55,6 +55,7 @@ def chat(i: int) -> ChatOutcome:
 
 async def spool(root: Path, n: int) -> None:
     """`n` chat outcomes written to spool slot 0 under `root`, as a gateway worker would."""
+    root = outside_tree(root)
     recorder = SpoolingRecorder(SpoolWriter(root / "0", max_bytes=1 << 31, segment_bytes=1 << 24))
     await recorder.start()
     for i in range(n):
@@ -121,8 +122,7 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="bench-ev-"))
-    atexit.register(shutil.rmtree, work, True)  # state, logs and NATS store of this run
+    work = scratch_dir("bench-ev-")  # state, logs and NATS store of this run
     up_port = procs.free_port()
     upstream = start_nginx(work, up_port) if shutil.which("nginx") else start_python_upstream(up_port)
     nats = EmbeddedNats(work / "nats")

@@ -12,7 +12,6 @@ non-streaming, <= 0.6 ms added p50 at 1 connection.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import procs
+from tests.perf.scratch import outside_tree, scratch_dir
 
 COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "bench-model",
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! How can I help you today?"},
@@ -50,6 +50,8 @@ def sse_body(tokens: int = 16) -> bytes:
 
 
 def start_nginx(work: Path, port: int) -> subprocess.Popen[bytes]:
+    """nginx serving the fixed answers on `port`, its config and files under `work`."""
+    work = outside_tree(work)
     (work / "www").mkdir()
     (work / "www" / "completion.json").write_text(json.dumps(COMPLETION))
     (work / "www" / "stream.sse").write_bytes(sse_body())
@@ -123,6 +125,7 @@ def start_appliance(work: Path, name: str, up_port: int, *, stream_prefix: str =
                     **env: str) -> tuple[subprocess.Popen[bytes], int]:
     """One `appliance serve` worker routing bench-* to the upstream (bench-stream to its SSE path),
     state under work/name, log in work/name.log."""
+    work = outside_tree(work)
     catalog = work / f"{name}.toml"
     catalog.write_text(f'[[backends]]\nname = "bench"\nkind = "vllm"\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
                        f'[[backends]]\nname = "bench-sse"\nkind = "vllm"\n'
@@ -145,8 +148,7 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="bench-gw-"))
-    atexit.register(shutil.rmtree, work, True)  # state, logs and NATS store of this run
+    work = scratch_dir("bench-gw-")  # state and logs of this run
     up_port = procs.free_port()
     upstream = start_nginx(work, up_port) if shutil.which("nginx") else start_python_upstream(up_port)
     upstream_kind = "nginx" if shutil.which("nginx") else "python"

@@ -1,6 +1,6 @@
-"""gRPC inference vs in process: per-call latency and throughput (batch 1 and 32), bytes on
-the wire per MaxSimSearch candidate, and what a fallback costs with the breaker closed
-(each call tries the dead service first) vs open (it does not).
+"""gRPC inference vs in process: per-call latency and throughput (batch 1 and 32), the
+in-process MaxSim rerank, and what a fallback costs with the breaker closed (each call
+tries the dead service first) vs open (it does not).
 
     python tests/perf/bench_inference.py [--runs 30] [--threads 1]
 
@@ -23,11 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from appliance.config import KnowledgeSettings
 from appliance.inference.breaker import Breaker
 from appliance.inference.fallback import Fallback, FallbackEmbedder
-from appliance.inference.gen import inference_pb2 as pb
 from appliance.inference.grpc_client import GrpcInference
 from appliance.inference.local import load_local_models
 from appliance.inference.maxsim import MaxSimReranker
-from appliance.inference.wire import pack
 from tests import procs
 from tests.perf.bench_embeddings import sample_texts
 
@@ -69,17 +67,7 @@ async def bench(runs: int, threads: int) -> None:
         query = "how does the gateway retrieve context from documents"
         candidates = sample_texts(20, words=60)
         tokens = await local.token_vectors(candidates)
-        as_text = pb.MaxSimSearchRequest(query=query, top_k=5, candidates=[pb.Candidate(text=c) for c in candidates])
-        as_vec = pb.MaxSimSearchRequest(query=query, top_k=5, candidates=[
-            pb.Candidate(vectors=pb.TokenVectors(tokens=t.shape[0], data=pack(t))) for t in tokens])
         avg_tokens = sum(t.shape[0] for t in tokens) / len(tokens)
-        row("MaxSimSearch request bytes/candidate, text", as_text.ByteSize() / len(candidates), "B")
-        row(f"MaxSimSearch request bytes/candidate, vectors ({avg_tokens:.0f} tok)",
-            as_vec.ByteSize() / len(candidates), "B")
-        row("MaxSimSearch 20 candidates, text: latency",
-            await median_ms(lambda: remote.maxsim_search(query, candidates, 5), runs), "ms")
-        row("MaxSimSearch 20 candidates, vectors: latency",
-            await median_ms(lambda: remote.maxsim_search(query, tokens, 5), runs), "ms")
         reranker = MaxSimReranker(local)
         cached = MaxSimReranker(local, cache_entries=64)
         await cached.rerank(query, candidates)

@@ -47,7 +47,7 @@ from appliance.config import KnowledgeSettings, Settings
 from appliance.db.migrate import migrate
 from appliance.embedded.postgres import EmbeddedPostgres
 from appliance.inference.wiring import Inference
-from appliance.rag.wiring import build_knowledge
+from appliance.rag.wiring import knowledge_service, knowledge_store
 
 WS = "bench"
 DIM = 384
@@ -218,15 +218,15 @@ async def run(args: argparse.Namespace, url: str) -> None:
     knowledge = KnowledgeSettings(hnsw_ef_search=args.ef_search)
     settings = Settings(database_url=url, knowledge=knowledge)
     inference = Inference(settings)
-    service, store = build_knowledge(settings, inference.embedder, inference.reranker)
+    store = knowledge_store(settings)
+    service = knowledge_service(settings, store, inference.embedder, inference.reranker)
     await store.open()
     try:
         # 1. ingest, the real path, with and without token vectors for rerank
         docs = [text.document(1000) for _ in range(args.ingest_docs)]
         await service.put_document("warmup", "w", docs[0])
-        plain_service, _ = build_knowledge(settings.model_copy(update={"knowledge": knowledge.model_copy(
-            update={"rerank_token_vectors": False})}), inference.embedder, inference.reranker)
-        plain_service.store = store
+        plain_service = knowledge_service(settings.model_copy(update={"knowledge": knowledge.model_copy(
+            update={"rerank_token_vectors": False})}), store, inference.embedder, inference.reranker)
         ingest: dict[str, float] = {}
         for name, svc in (("with token vectors", service), ("without token vectors", plain_service)):
             started = time.perf_counter()

@@ -15,13 +15,13 @@ import asyncio
 import resource
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from appliance.embedded.nats import EmbeddedNats
 from appliance.events.relay import Relay
 from tests.perf.bench_events import spool
+from tests.perf.scratch import scratch_dir
 
 
 async def drain(root: Path, url: str, events: int) -> None:
@@ -47,7 +47,7 @@ def main() -> int:
     events = 2 * args.records
     rows = []
     for run in range(args.runs):
-        work = Path(tempfile.mkdtemp(prefix="bench-relay-"))
+        work = scratch_dir("bench-relay-")
         nats = EmbeddedNats(work / "nats")
         nats.start()
         try:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from appliance.anthropic.errors import WireError
 from appliance.anthropic.messages import message_response, parse_messages
-from appliance.anthropic.stream import StreamTranslator, error_event
+from appliance.anthropic.stream import StreamTranslator
+from appliance.wire.errors import WireError
 
 BASE: dict[str, Any] = {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -191,11 +191,6 @@ def test_length_finish_and_other_choices_ignored() -> None:
     seq = parse(events)
     assert [e["delta"]["text"] for n, e in seq if n == "content_block_delta"] == ["x"]
     assert seq[-2][1]["delta"]["stop_reason"] == "max_tokens"
-
-
-def test_error_event_shape() -> None:
-    [(name, payload)] = parse([error_event("overloaded_error", "busy")])
-    assert name == "error" and payload == {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
 
 
 def test_events_are_one_line_utf8() -> None:

@@ -9,9 +9,9 @@ import pytest
 
 from appliance.ollama.chat import parse_chat, parse_generate
 from appliance.ollama.embed import parse_embed
-from appliance.ollama.errors import WireError
 from appliance.ollama.models import show_response, tags_response
 from appliance.ollama.replies import ReplyStream, Timings, reply, timestamp
+from appliance.wire.errors import WireError
 
 USER = {"role": "user", "content": "hi"}
 

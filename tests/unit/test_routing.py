@@ -44,7 +44,7 @@ def test_discovered_models_route_after_catalog_tiers() -> None:
 def test_unknown_model_raises_model_not_found() -> None:
     with pytest.raises(ModelNotFound) as err:
         router().resolve("gpt-99")
-    assert err.value.status == 404 and err.value.code == "model_not_found" and err.value.param == "model"
+    assert err.value.param == "model" and err.value.model == "gpt-99"
 
 
 def test_cost_uses_per_million_token_prices() -> None:

@@ -12,9 +12,16 @@ from collections.abc import Iterator
 import granian._signals as granian_signals
 import pytest
 import uvloop
+from granian import Granian
+from granian._granian import WorkerSignal
+from granian.server.common import AbstractServer
 from granian.server.mp import MPServer
 
 from appliance import signals
+from tests.pins import check_pin
+from tests.procs import ROOT
+
+SIGNALS = "appliance/signals.py"
 
 
 class MainProcess:
@@ -94,9 +101,65 @@ def test_a_held_signal_stops_the_worker_once_its_loop_runs(own_handlers: None) -
         loop.close()
 
 
+# What signals.py leans on in Granian's private surface (its docstring): when one of these
+# fails after an upgrade, read signals.py against the new Granian before moving the pin.
+
+def test_granian_is_the_pinned_version() -> None:
+    check_pin("granian", SIGNALS)
+
+
 def test_granian_workers_pick_up_the_replaced_signal_setup() -> None:
     # hold() replaces granian._signals.set_loop_signals; the ASGI worker must import it when
     # it runs (after our app module loaded), not when Granian is imported.
+    version = check_pin("granian", SIGNALS)
+    assert Granian is MPServer, f"granian {version}: Granian is {Granian.__name__}, not MPServer (worker processes)"
+    serve = inspect.getsource(AbstractServer.serve)
+    assert "Interfaces.ASGI: self._spawn_asgi_lifespan_worker" in serve, \
+        f"granian {version}: ASGI workers no longer start in MPServer._spawn_asgi_lifespan_worker"
     source = inspect.getsource(MPServer._spawn_asgi_lifespan_worker)
-    assert "from granian._signals import set_loop_signals" in source
-    assert source.index("set_loop_signals(loop)") < source.index("serve(scheduler")
+    assert "from granian._signals import set_loop_signals" in source, \
+        f"granian {version}: the ASGI worker no longer imports granian._signals.set_loop_signals when it starts"
+    assert source.index("set_loop_signals(loop)") < source.index("serve(scheduler"), \
+        f"granian {version}: the ASGI worker no longer sets up its signals before serving"
+
+
+def test_what_hold_replaces_takes_a_loop_and_gives_the_worker_signal(own_handlers: None) -> None:
+    version = check_pin("granian", SIGNALS)
+    original = getattr(granian_signals, "set_loop_signals", None)
+    assert original is not None, f"granian {version}: granian._signals.set_loop_signals is gone ({SIGNALS} replaces it)"
+    assert list(inspect.signature(original).parameters) == ["loop"], \
+        f"granian {version}: set_loop_signals takes {inspect.signature(original)} now, {SIGNALS} expects (loop)"
+    signals.hold()
+    from granian._signals import set_loop_signals  # as the worker does, once it runs
+
+    for setup in (original, set_loop_signals):
+        loop = uvloop.new_event_loop()
+        try:
+            event = setup(loop)
+        finally:
+            loop.close()
+        assert isinstance(event, WorkerSignal), f"granian {version}: set_loop_signals returns {type(event)} now"
+
+
+def test_the_worker_signal_is_made_and_set_as_signals_py_does() -> None:
+    version = check_pin("granian", SIGNALS)
+    made = {"WorkerSignal()": str(inspect.signature(WorkerSignal)),
+            "WorkerSignal.set": str(inspect.signature(WorkerSignal.set)),
+            "WorkerSignal.add_cb": str(inspect.signature(WorkerSignal.add_cb))}
+    assert made == {"WorkerSignal()": "()", "WorkerSignal.set": "(self, /)", "WorkerSignal.add_cb": "(self, /, cb)"}, \
+        f"granian {version}: WorkerSignal changed: {made}"
+    WorkerSignal().set()
+
+
+def test_the_main_process_handler_guard_forks_wraps_is_the_one_granian_installs() -> None:
+    version = check_pin("granian", SIGNALS)
+    assert callable(getattr(Granian, "signal_handler_interrupt", None)), \
+        f"granian {version}: the server has no signal_handler_interrupt ({SIGNALS} wraps it)"
+    assert "set_main_signals(self.signal_handler_interrupt" in inspect.getsource(AbstractServer.startup), \
+        f"granian {version}: startup() no longer installs self.signal_handler_interrupt (looked up then) as the handler"
+
+
+def test_nothing_else_touches_granians_private_modules() -> None:
+    touching = [str(path.relative_to(ROOT)) for path in (ROOT / "appliance").rglob("*.py")
+                if "granian._" in path.read_text() and path.relative_to(ROOT).as_posix() != SIGNALS]
+    assert touching == [], f"Granian's private surface belongs in {SIGNALS} alone"

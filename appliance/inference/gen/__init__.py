@@ -1,1 +1,1 @@
-"""Generated from proto/inference.proto by `python -m appliance.inference.protogen`; do not edit."""
+"""Generated from proto/inference.proto by `python -m appliance.devtools.protogen`; do not edit."""

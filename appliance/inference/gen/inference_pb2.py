@@ -24,45 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0finference.proto\x12\x16\x61ppliance.inference.v1\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\",\n\x0cTokenVectors\x12\x0e\n\x06tokens\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\\\n\rEmbedResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\x12\x14\n\x0ctoken_counts\x18\x04 \x03(\r\"#\n\x12\x45mbedTokensRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"p\n\x13\x45mbedTokensResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x33\n\x05texts\x18\x03 \x03(\x0b\x32$.appliance.inference.v1.TokenVectors\"P\n\x13\x45mbedContextRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12+\n\x05spans\x18\x02 \x03(\x0b\x32\x1c.appliance.inference.v1.Span\"M\n\x14\x45mbedContextResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\"1\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x03(\t\"2\n\x0eRerankResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"_\n\tCandidate\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x37\n\x07vectors\x18\x02 \x01(\x0b\x32$.appliance.inference.v1.TokenVectorsH\x00\x42\t\n\x07\x63ontent\"j\n\x13MaxSimSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x35\n\ncandidates\x18\x02 \x03(\x0b\x32!.appliance.inference.v1.Candidate\x12\r\n\x05top_k\x18\x03 \x01(\r\")\n\tMaxSimHit\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\"Y\n\x14MaxSimSearchResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12/\n\x04hits\x18\x02 \x03(\x0b\x32!.appliance.inference.v1.MaxSimHit2\xbb\x02\n\x10\x45mbeddingService\x12T\n\x05\x45mbed\x12$.appliance.inference.v1.EmbedRequest\x1a%.appliance.inference.v1.EmbedResponse\x12\x66\n\x0b\x45mbedTokens\x12*.appliance.inference.v1.EmbedTokensRequest\x1a+.appliance.inference.v1.EmbedTokensResponse\x12i\n\x0c\x45mbedContext\x12+.appliance.inference.v1.EmbedContextRequest\x1a,.appliance.inference.v1.EmbedContextResponse2h\n\rRerankService\x12W\n\x06Rerank\x12%.appliance.inference.v1.RerankRequest\x1a&.appliance.inference.v1.RerankResponse2z\n\rSearchService\x12i\n\x0cMaxSimSearch\x12+.appliance.inference.v1.MaxSimSearchRequest\x1a,.appliance.inference.v1.MaxSimSearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0finference.proto\x12\x16\x61ppliance.inference.v1\",\n\x0cTokenVectors\x12\x0e\n\x06tokens\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\\\n\rEmbedResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\x12\x14\n\x0ctoken_counts\x18\x04 \x03(\r\"#\n\x12\x45mbedTokensRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"p\n\x13\x45mbedTokensResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x33\n\x05texts\x18\x03 \x03(\x0b\x32$.appliance.inference.v1.TokenVectors\"1\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x03(\t\"2\n\x0eRerankResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x32\xd0\x01\n\x10\x45mbeddingService\x12T\n\x05\x45mbed\x12$.appliance.inference.v1.EmbedRequest\x1a%.appliance.inference.v1.EmbedResponse\x12\x66\n\x0b\x45mbedTokens\x12*.appliance.inference.v1.EmbedTokensRequest\x1a+.appliance.inference.v1.EmbedTokensResponse2h\n\rRerankService\x12W\n\x06Rerank\x12%.appliance.inference.v1.RerankRequest\x1a&.appliance.inference.v1.RerankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SPAN']._serialized_start=43
-  _globals['_SPAN']._serialized_end=77
-  _globals['_TOKENVECTORS']._serialized_start=79
-  _globals['_TOKENVECTORS']._serialized_end=123
-  _globals['_EMBEDREQUEST']._serialized_start=125
-  _globals['_EMBEDREQUEST']._serialized_end=154
-  _globals['_EMBEDRESPONSE']._serialized_start=156
-  _globals['_EMBEDRESPONSE']._serialized_end=248
-  _globals['_EMBEDTOKENSREQUEST']._serialized_start=250
-  _globals['_EMBEDTOKENSREQUEST']._serialized_end=285
-  _globals['_EMBEDTOKENSRESPONSE']._serialized_start=287
-  _globals['_EMBEDTOKENSRESPONSE']._serialized_end=399
-  _globals['_EMBEDCONTEXTREQUEST']._serialized_start=401
-  _globals['_EMBEDCONTEXTREQUEST']._serialized_end=481
-  _globals['_EMBEDCONTEXTRESPONSE']._serialized_start=483
-  _globals['_EMBEDCONTEXTRESPONSE']._serialized_end=560
-  _globals['_RERANKREQUEST']._serialized_start=562
-  _globals['_RERANKREQUEST']._serialized_end=611
-  _globals['_RERANKRESPONSE']._serialized_start=613
-  _globals['_RERANKRESPONSE']._serialized_end=663
-  _globals['_CANDIDATE']._serialized_start=665
-  _globals['_CANDIDATE']._serialized_end=760
-  _globals['_MAXSIMSEARCHREQUEST']._serialized_start=762
-  _globals['_MAXSIMSEARCHREQUEST']._serialized_end=868
-  _globals['_MAXSIMHIT']._serialized_start=870
-  _globals['_MAXSIMHIT']._serialized_end=911
-  _globals['_MAXSIMSEARCHRESPONSE']._serialized_start=913
-  _globals['_MAXSIMSEARCHRESPONSE']._serialized_end=1002
-  _globals['_EMBEDDINGSERVICE']._serialized_start=1005
-  _globals['_EMBEDDINGSERVICE']._serialized_end=1320
-  _globals['_RERANKSERVICE']._serialized_start=1322
-  _globals['_RERANKSERVICE']._serialized_end=1426
-  _globals['_SEARCHSERVICE']._serialized_start=1428
-  _globals['_SEARCHSERVICE']._serialized_end=1550
+  _globals['_TOKENVECTORS']._serialized_start=43
+  _globals['_TOKENVECTORS']._serialized_end=87
+  _globals['_EMBEDREQUEST']._serialized_start=89
+  _globals['_EMBEDREQUEST']._serialized_end=118
+  _globals['_EMBEDRESPONSE']._serialized_start=120
+  _globals['_EMBEDRESPONSE']._serialized_end=212
+  _globals['_EMBEDTOKENSREQUEST']._serialized_start=214
+  _globals['_EMBEDTOKENSREQUEST']._serialized_end=249
+  _globals['_EMBEDTOKENSRESPONSE']._serialized_start=251
+  _globals['_EMBEDTOKENSRESPONSE']._serialized_end=363
+  _globals['_RERANKREQUEST']._serialized_start=365
+  _globals['_RERANKREQUEST']._serialized_end=414
+  _globals['_RERANKRESPONSE']._serialized_start=416
+  _globals['_RERANKRESPONSE']._serialized_end=466
+  _globals['_EMBEDDINGSERVICE']._serialized_start=469
+  _globals['_EMBEDDINGSERVICE']._serialized_end=677
+  _globals['_RERANKSERVICE']._serialized_start=679
+  _globals['_RERANKSERVICE']._serialized_end=783
 # @@protoc_insertion_point(module_scope)

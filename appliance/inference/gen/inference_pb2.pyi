@@ -6,14 +6,6 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class Span(_message.Message):
-    __slots__ = ("start", "end")
-    START_FIELD_NUMBER: _ClassVar[int]
-    END_FIELD_NUMBER: _ClassVar[int]
-    start: int
-    end: int
-    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
-
 class TokenVectors(_message.Message):
     __slots__ = ("tokens", "data")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -56,24 +48,6 @@ class EmbedTokensResponse(_message.Message):
     texts: _containers.RepeatedCompositeFieldContainer[TokenVectors]
     def __init__(self, model_id: _Optional[str] = ..., dimensions: _Optional[int] = ..., texts: _Optional[_Iterable[_Union[TokenVectors, _Mapping]]] = ...) -> None: ...
 
-class EmbedContextRequest(_message.Message):
-    __slots__ = ("text", "spans")
-    TEXT_FIELD_NUMBER: _ClassVar[int]
-    SPANS_FIELD_NUMBER: _ClassVar[int]
-    text: str
-    spans: _containers.RepeatedCompositeFieldContainer[Span]
-    def __init__(self, text: _Optional[str] = ..., spans: _Optional[_Iterable[_Union[Span, _Mapping]]] = ...) -> None: ...
-
-class EmbedContextResponse(_message.Message):
-    __slots__ = ("model_id", "dimensions", "vectors")
-    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
-    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
-    VECTORS_FIELD_NUMBER: _ClassVar[int]
-    model_id: str
-    dimensions: int
-    vectors: bytes
-    def __init__(self, model_id: _Optional[str] = ..., dimensions: _Optional[int] = ..., vectors: _Optional[bytes] = ...) -> None: ...
-
 class RerankRequest(_message.Message):
     __slots__ = ("query", "documents")
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -89,37 +63,3 @@ class RerankResponse(_message.Message):
     model_id: str
     scores: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, model_id: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
-
-class Candidate(_message.Message):
-    __slots__ = ("text", "vectors")
-    TEXT_FIELD_NUMBER: _ClassVar[int]
-    VECTORS_FIELD_NUMBER: _ClassVar[int]
-    text: str
-    vectors: TokenVectors
-    def __init__(self, text: _Optional[str] = ..., vectors: _Optional[_Union[TokenVectors, _Mapping]] = ...) -> None: ...
-
-class MaxSimSearchRequest(_message.Message):
-    __slots__ = ("query", "candidates", "top_k")
-    QUERY_FIELD_NUMBER: _ClassVar[int]
-    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
-    TOP_K_FIELD_NUMBER: _ClassVar[int]
-    query: str
-    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
-    top_k: int
-    def __init__(self, query: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ...) -> None: ...
-
-class MaxSimHit(_message.Message):
-    __slots__ = ("index", "score")
-    INDEX_FIELD_NUMBER: _ClassVar[int]
-    SCORE_FIELD_NUMBER: _ClassVar[int]
-    index: int
-    score: float
-    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
-
-class MaxSimSearchResponse(_message.Message):
-    __slots__ = ("model_id", "hits")
-    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
-    HITS_FIELD_NUMBER: _ClassVar[int]
-    model_id: str
-    hits: _containers.RepeatedCompositeFieldContainer[MaxSimHit]
-    def __init__(self, model_id: _Optional[str] = ..., hits: _Optional[_Iterable[_Union[MaxSimHit, _Mapping]]] = ...) -> None: ...

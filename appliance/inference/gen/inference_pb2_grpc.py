@@ -44,11 +44,6 @@ class EmbeddingServiceStub:
                 request_serializer=inference__pb2.EmbedTokensRequest.SerializeToString,
                 response_deserializer=inference__pb2.EmbedTokensResponse.FromString,
                 _registered_method=True)
-        self.EmbedContext = channel.unary_unary(
-                '/appliance.inference.v1.EmbeddingService/EmbedContext',
-                request_serializer=inference__pb2.EmbedContextRequest.SerializeToString,
-                response_deserializer=inference__pb2.EmbedContextResponse.FromString,
-                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -66,12 +61,6 @@ class EmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def EmbedContext(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -84,11 +73,6 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.EmbedTokens,
                     request_deserializer=inference__pb2.EmbedTokensRequest.FromString,
                     response_serializer=inference__pb2.EmbedTokensResponse.SerializeToString,
-            ),
-            'EmbedContext': grpc.unary_unary_rpc_method_handler(
-                    servicer.EmbedContext,
-                    request_deserializer=inference__pb2.EmbedContextRequest.FromString,
-                    response_serializer=inference__pb2.EmbedContextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -145,33 +129,6 @@ class EmbeddingService:
             '/appliance.inference.v1.EmbeddingService/EmbedTokens',
             inference__pb2.EmbedTokensRequest.SerializeToString,
             inference__pb2.EmbedTokensResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def EmbedContext(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/appliance.inference.v1.EmbeddingService/EmbedContext',
-            inference__pb2.EmbedContextRequest.SerializeToString,
-            inference__pb2.EmbedContextResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -244,78 +201,6 @@ class RerankService:
             '/appliance.inference.v1.RerankService/Rerank',
             inference__pb2.RerankRequest.SerializeToString,
             inference__pb2.RerankResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-
-class SearchServiceStub:
-    """Missing associated documentation comment in .proto file."""
-
-    def __init__(self, channel):
-        """Constructor.
-
-        Args:
-            channel: A grpc.Channel.
-        """
-        self.MaxSimSearch = channel.unary_unary(
-                '/appliance.inference.v1.SearchService/MaxSimSearch',
-                request_serializer=inference__pb2.MaxSimSearchRequest.SerializeToString,
-                response_deserializer=inference__pb2.MaxSimSearchResponse.FromString,
-                _registered_method=True)
-
-
-class SearchServiceServicer:
-    """Missing associated documentation comment in .proto file."""
-
-    def MaxSimSearch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-
-def add_SearchServiceServicer_to_server(servicer, server):
-    rpc_method_handlers = {
-            'MaxSimSearch': grpc.unary_unary_rpc_method_handler(
-                    servicer.MaxSimSearch,
-                    request_deserializer=inference__pb2.MaxSimSearchRequest.FromString,
-                    response_serializer=inference__pb2.MaxSimSearchResponse.SerializeToString,
-            ),
-    }
-    generic_handler = grpc.method_handlers_generic_handler(
-            'appliance.inference.v1.SearchService', rpc_method_handlers)
-    server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('appliance.inference.v1.SearchService', rpc_method_handlers)
-
-
- # This class is part of an EXPERIMENTAL API.
-class SearchService:
-    """Missing associated documentation comment in .proto file."""
-
-    @staticmethod
-    def MaxSimSearch(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/appliance.inference.v1.SearchService/MaxSimSearch',
-            inference__pb2.MaxSimSearchRequest.SerializeToString,
-            inference__pb2.MaxSimSearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,8 +10,8 @@ import openai
 import pytest
 
 from appliance.config import BackendConfig, Catalog, Settings
-from appliance.inference import local_llm
-from appliance.inference.local_llm import (
+from appliance.embedded import local_llm
+from appliance.embedded.local_llm import (
     MODEL_ID,
     Availability,
     LocalLLMServer,

@@ -1,7 +1,7 @@
 """Regenerate `appliance/inference/gen/` from `proto/inference.proto` (needs grpcio-tools).
 
-    python -m appliance.inference.protogen            # rewrite the committed files
-    python -m appliance.inference.protogen --check    # exit 1 if they differ from the .proto
+    python -m appliance.devtools.protogen            # rewrite the committed files
+    python -m appliance.devtools.protogen --check    # exit 1 if they differ from the .proto
 
 The generated code is committed so that installing the package needs no code generator;
 `tests/inference/test_proto_gen.py` runs the check, so an edited .proto without
@@ -19,7 +19,7 @@ from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 PROTO_DIR: Final = ROOT / "proto"
-GEN_DIR: Final = Path(__file__).resolve().parent / "gen"
+GEN_DIR: Final = ROOT / "appliance" / "inference" / "gen"
 PROTO: Final = "inference.proto"
 GEN_PACKAGE: Final = "appliance.inference.gen"
 # Lines that name the generator's version: they may differ between machines without the
@@ -42,7 +42,7 @@ def generate(out_dir: Path) -> list[Path]:
     grpc_file.write_text(text.replace("import inference_pb2 as", f"from {GEN_PACKAGE} import inference_pb2 as"),
                          encoding="utf-8")
     init = out_dir / "__init__.py"
-    init.write_text('"""Generated from proto/inference.proto by `python -m appliance.inference.protogen`;'
+    init.write_text('"""Generated from proto/inference.proto by `python -m appliance.devtools.protogen`;'
                     ' do not edit."""\n', encoding="utf-8")
     return sorted(p for p in out_dir.iterdir() if p.suffix in (".py", ".pyi"))
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = differences()
         if stale:
-            print(f"generated code is stale: {', '.join(stale)}; run python -m appliance.inference.protogen")
+            print(f"generated code is stale: {', '.join(stale)}; run python -m appliance.devtools.protogen")
             return 1
         print("generated code matches proto/inference.proto")
         return 0
