@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from appliance.config import Settings
 from appliance.db.migrate import migrate, migrations_dir
 from appliance.embedded.local_llm import start_local_llm
 from appliance.embedded.nats import EmbeddedNats
+from appliance.embedded.ports import port_free
 from appliance.embedded.postgres import database_url
 from appliance.inference.model_files import embedding_dim
 from appliance.server import serve, worker_env
@@ -56,7 +56,7 @@ def start_nats(settings: Settings, stack: contextlib.ExitStack) -> Settings:
     if settings.nats_url:
         _say(f"nats        {settings.nats_url} (APPLIANCE_NATS_URL)")
         return settings
-    port = 4222 if _port_free(4222) else 0
+    port = 4222 if port_free(4222) else 0
     server = EmbeddedNats(settings.state_dir / "nats", port=port)
     url = server.start()
     stack.callback(server.stop)
@@ -81,14 +81,6 @@ def start_persister(settings: Settings, stack: contextlib.ExitStack) -> None:
     stack.callback(stop)
     _say(f"persister   events -> postgresql, log in {settings.state_dir / 'persister.log'}")
 
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def start_llm(settings: Settings, stack: contextlib.ExitStack) -> Settings:

@@ -7,6 +7,8 @@ as an unknown field) or globally (`POST /_control` with the same keys):
   tokens: int            completion tokens to produce (words "tok0 tok1 ...")
   delay_ms: float        sleep before each streamed token (and once before a non-stream reply)
   status: int            answer with this HTTP status and an OpenAI error body
+  retry_after: str       with `status`: the Retry-After header it sends
+  message: str           with `status`: the error message (default "fake upstream error N")
   disconnect_after: int  stream this many tokens, then drop the connection without [DONE]
   reply: str             the content to return instead of generated tokens
   tool_call: {name, arguments} or a list of them   answer with tool calls
@@ -84,10 +86,13 @@ def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _error(status: int) -> web.Response:
+def _error(status: int, knobs: dict[str, Any] | None = None) -> web.Response:
+    knobs = knobs or {}
     kind = "invalid_request_error" if status < 500 else "server_error"
-    payload = {"error": {"message": f"fake upstream error {status}", "type": kind, "param": None, "code": None}}
-    return web.json_response(payload, status=status)
+    message = knobs.get("message") or f"fake upstream error {status}"
+    payload = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    headers = {"Retry-After": str(knobs["retry_after"])} if knobs.get("retry_after") else None
+    return web.json_response(payload, status=status, headers=headers)
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -98,7 +103,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     _STATE["requests"].append(body)
     knobs = _knobs(body)
     if knobs.get("status"):
-        return _error(int(knobs["status"]))
+        return _error(int(knobs["status"]), knobs)
     model = body.get("model", "fake-model")
     created = int(time.time())
     pieces, finish, matched = _limit(body, _content(knobs))
@@ -150,7 +155,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             await resp.write(event({"content": piece}))
             if i == 0:
                 for raw in knobs.get("inject") or ():
-                    await resp.write(b"data: " + str(raw).encode() + b"\n\n")
+                    await resp.write(b"data: " + str(raw).encode("utf-8", "surrogateescape") + b"\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         _STATE["cancelled"] += 1  # the gateway dropped the stream: the client went away
         raise

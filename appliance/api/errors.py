@@ -91,6 +91,7 @@ class Failure:
     param: str | None = None
     code: str | None = None
     level: int = logging.WARNING
+    retry_after: str | None = None   # sent as Retry-After (a backend's own, passed through)
 
 
 _resolved: dict[type[BaseException], Kind] = {}
@@ -107,10 +108,12 @@ def failure_of(exc: BaseException) -> Failure:
     """The table's row for `exc`; a bug's message is never shown to the client."""
     kind = _kind(type(exc))
     if isinstance(exc, BackendRejected):
-        return Failure(exc.upstream_status, exc.upstream_type or kind.type, exc.message, exc.param, exc.code)
+        return Failure(exc.upstream_status, exc.upstream_type or kind.type, exc.message, exc.param, exc.code,
+                       retry_after=exc.retry_after)
     if isinstance(exc, ApplianceError | WireError):
         code = getattr(exc, "code", None) or kind.code
-        return Failure(kind.status, kind.type, exc.message, exc.param, code, kind.level)
+        return Failure(kind.status, kind.type, exc.message, exc.param, code, kind.level,
+                       getattr(exc, "retry_after", None))
     if isinstance(exc, falcon.HTTPError):
         status = exc.status_code
         return Failure(status, _HTTP_TYPES.get(status, "api_error"), exc.description or exc.title or "error",
@@ -160,9 +163,15 @@ def dialect_for(path: str) -> Dialect:
 
 
 def log_failure(req: falcon.asgi.Request, failure: Failure, exc: BaseException | None = None) -> None:
-    """One line per failed request, at the table's level; a bug's line carries its traceback."""
+    """One line per failed request, at the table's level; a bug's line carries its traceback.
+    A backend's own words (which may echo the prompt) are logged at debug level only."""
+    said = failure.message
+    if isinstance(exc, UpstreamError) and exc.quoted:
+        log.debug("backend said", extra={"backend": exc.backend, "error": said})
+        said = f"backend {exc.backend} answered HTTP {failure.status}" if isinstance(exc, BackendRejected) \
+            else f"backend {exc.backend} failed (its message is logged at debug level)"
     log.log(failure.level, "request failed", exc_info=exc if failure.message == INTERNAL else None,
-            extra={"status": failure.status, "error_type": failure.type, "error": failure.message,
+            extra={"status": failure.status, "error_type": failure.type, "error": said,
                    "path": req.path, "param": failure.param})
 
 
@@ -179,6 +188,8 @@ def render(req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: BaseExcept
     resp.data = orjson.dumps(dialect_for(req.path).body(failure))
     if isinstance(exc, falcon.HTTPError) and exc.headers:
         resp.set_headers(exc.headers)
+    if failure.retry_after:
+        resp.set_header("Retry-After", failure.retry_after)
     log_failure(req, failure, exc)
     return failure
 

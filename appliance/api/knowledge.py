@@ -12,8 +12,15 @@ from appliance.api.body import read_json
 from appliance.api.unavailable import Unavailable
 from appliance.domain.errors import InvalidRequest, NotFound
 from appliance.domain.knowledge import MODES, Hit, KnowledgeService
+from appliance.wire.bounds import check_depth, check_text, has_nul
 
 MAX_DOCUMENTS_PER_REQUEST = 256
+# Metadata rides along on every chunk row and every search hit: labels and a source, not a
+# payload. Unbounded, a document nested past 254 levels was stored and then broke every
+# listing and search of its workspace (orjson writes no deeper).
+MAX_METADATA_DEPTH = 16
+MAX_METADATA_BYTES = 16 * 1024
+MAX_OFFSET = 2**63 - 1  # PostgreSQL's bigint
 
 
 def _json(resp: falcon.asgi.Response, body: Any, status: int = 200) -> None:
@@ -28,7 +35,23 @@ def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], param:
         raise InvalidRequest(f"'{name}' is required", param=param)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise InvalidRequest(f"'{name}' has the wrong type", param=param)
+    if isinstance(value, str):
+        check_text(value, param)
     return value
+
+
+def _document(doc: Any, param: str) -> tuple[str, str, dict[str, Any]]:
+    """A document's id, text and metadata, checked before anything of the request is written."""
+    if not isinstance(doc, dict):
+        raise InvalidRequest("each document must be an object", param=param)
+    document_id, text = _field(doc, "id", str, f"{param}.id"), _field(doc, "text", str, f"{param}.text")
+    metadata = _field(doc, "metadata", dict, f"{param}.metadata", {})
+    check_depth(metadata, MAX_METADATA_DEPTH, f"{param}.metadata")
+    if has_nul(metadata):
+        raise InvalidRequest("'metadata' must not contain NUL characters", param=f"{param}.metadata")
+    if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"'metadata' is larger than {MAX_METADATA_BYTES} bytes as JSON", param=f"{param}.metadata")
+    return document_id, text, metadata
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
@@ -47,19 +70,15 @@ class DocumentsResource:
             raise InvalidRequest(f"send a document object or a list of 1-{MAX_DOCUMENTS_PER_REQUEST}", param="documents")
         service = self._service
         results = []
-        for i, doc in enumerate(docs):
-            if not isinstance(doc, dict):
-                raise InvalidRequest("each document must be an object", param=f"documents[{i}]")
-            result = await service.put_document(
-                workspace, _field(doc, "id", str, f"documents[{i}].id"), _field(doc, "text", str, f"documents[{i}].text"),
-                _field(doc, "metadata", dict, f"documents[{i}].metadata", {}))
+        for document_id, text, metadata in [_document(doc, f"documents[{i}]") for i, doc in enumerate(docs)]:
+            result = await service.put_document(workspace, document_id, text, metadata)
             results.append({"id": result.document_id, "status": result.status, "chunks": result.chunks})
         created = any(r["status"] == "created" for r in results)
         _json(resp, {"object": "list", "data": results}, 201 if created else 200)
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, workspace: str) -> None:
         limit = req.get_param_as_int("limit", min_value=1, max_value=1000, default=100)
-        offset = req.get_param_as_int("offset", min_value=0, default=0)
+        offset = req.get_param_as_int("offset", min_value=0, max_value=MAX_OFFSET, default=0)
         docs = await self._service.list_documents(workspace, limit, offset)
         _json(resp, {"object": "list", "data": [
             {"id": d.document_id, "chunks": d.chunk_count, "chars": d.chars, "content_hash": d.content_hash,
@@ -67,7 +86,7 @@ class DocumentsResource:
 
     async def on_delete_one(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, workspace: str,
                             document_id: str) -> None:
-        if not await self._service.delete_document(workspace, document_id):
+        if not await self._service.delete_document(workspace, check_text(document_id, "id")):
             raise NotFound(f"No document '{document_id}' in workspace '{workspace}'", param="id")
         _json(resp, {"id": document_id, "object": "document", "deleted": True})
 

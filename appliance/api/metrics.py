@@ -20,6 +20,8 @@ HTTP_DURATION = Histogram("appliance_http_request_duration_seconds", "Time to th
                           ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 TOKENS = Counter("appliance_tokens_total", "Tokens processed", ["direction", "model"])
 COST = Counter("appliance_cost_usd_total", "Cost of chat completions by catalog prices", ["model"])
+MALFORMED = Counter("appliance_upstream_malformed_events_total",
+                    "Upstream stream events skipped because they were not a readable chunk", ["backend"])
 CHATS = Counter("appliance_chat_completions_total", "Chat completions", ["model", "backend", "route", "streaming", "status"])
 
 
@@ -66,6 +68,8 @@ class MetricsRecorder:
             labelled(TOKENS, "output", outcome.model).inc(outcome.usage.completion_tokens)
         if outcome.cost_usd:
             labelled(COST, outcome.model).inc(outcome.cost_usd)
+        if outcome.malformed_events:
+            labelled(MALFORMED, outcome.backend).inc(outcome.malformed_events)
 
     def embedding(self, outcome: EmbeddingOutcome) -> None:
         if outcome.tokens:

@@ -74,7 +74,7 @@ class OpenAICompatBackend:
                                           headers=self._headers, timeout=self._timeout) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise self._rejected(resp.status, raw)
+                    raise self._rejected(resp, raw)
                 return UpstreamReply(self._decode(raw))
         except UpstreamError:
             raise
@@ -94,7 +94,7 @@ class OpenAICompatBackend:
                 raw = b""
             finally:
                 resp.release()
-            raise self._rejected(resp.status, raw)
+            raise self._rejected(resp, raw)
         return _Stream(self, resp)
 
     async def list_models(self) -> list[dict[str, Any]]:
@@ -103,7 +103,7 @@ class OpenAICompatBackend:
                                          timeout=self._probe_timeout) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise self._rejected(resp.status, raw)
+                    raise self._rejected(resp, raw)
                 data = self._decode(raw).get("data")
                 return list(data) if isinstance(data, list) else []
         except UpstreamError:
@@ -120,7 +120,9 @@ class OpenAICompatBackend:
             raise BackendUnavailable(f"backend {self.name} returned a non-object body", backend=self.name)
         return body
 
-    def _rejected(self, status: int, raw: bytes) -> UpstreamError:
+    def _rejected(self, resp: aiohttp.ClientResponse, raw: bytes) -> UpstreamError:
+        status = resp.status
+        retry_after = resp.headers.get("Retry-After")
         message, kind, param, code = f"backend {self.name} answered HTTP {status}", None, None, None
         try:
             err = orjson.loads(raw).get("error")
@@ -134,9 +136,10 @@ class OpenAICompatBackend:
         if 400 <= status < 500 and status not in (401, 403, 407):
             return BackendRejected(message, status=status, backend=self.name, type=kind,
                                    param=param if isinstance(param, str) else None,
-                                   code=str(code) if code is not None else None)
+                                   code=str(code) if code is not None else None, retry_after=retry_after)
         # 5xx, and auth failures between the gateway and the backend, are the gateway's problem.
-        return BackendUnavailable(f"backend {self.name}: {message}", backend=self.name)
+        return BackendUnavailable(f"backend {self.name}: {message}", backend=self.name, retry_after=retry_after,
+                                  quoted=True)
 
     def _translate(self, exc: BaseException) -> UpstreamError:
         if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):

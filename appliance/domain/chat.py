@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from appliance.domain.chat_stream import ChatStream
-from appliance.domain.errors import ApplianceError, DependencyUnavailable, ModelNotFound
+from appliance.domain.chunk_shape import body_problem, chunk_problem
+from appliance.domain.errors import (
+    ApplianceError,
+    BackendUnavailable,
+    DependencyUnavailable,
+    ModelNotFound,
+)
 from appliance.domain.messages import last_user_text
 from appliance.domain.models import ModelDirectory
 from appliance.domain.ports import ChatBackend, UpstreamStream
@@ -152,6 +158,10 @@ class ChatService:
         try:
             reply = await backend.complete(plan.payload)
             body = reply.body
+            problem = body_problem(body)
+            if problem:
+                raise BackendUnavailable(f"backend {backend.name} sent a malformed answer: {problem}",
+                                         backend=backend.name)
             tally.add_body(body)
             body["model"] = req.model
             if plan.route == "rag":
@@ -207,15 +217,10 @@ class ChatService:
 
     async def _passthrough(self, req: ChatRequest, plan: ChatPlan, upstream: UpstreamStream,
                            tally: Tally) -> AsyncIterator[bytes]:
-        loads, dumps = self._codec.loads, self._codec.dumps
+        dumps = self._codec.dumps
         async for data in upstream:
-            try:
-                chunk = loads(data)
-            except ValueError:
-                yield data
-                continue
-            if not isinstance(chunk, dict):
-                yield data
+            chunk = self._readable(data, plan, tally)
+            if chunk is None:
                 continue
             tally.add_chunk(chunk, self._clock())
             if not plan.wants_usage and "usage" in chunk:
@@ -231,16 +236,31 @@ class ChatService:
                 yield data
 
     async def _decoded(self, plan: ChatPlan, upstream: UpstreamStream, tally: Tally) -> AsyncIterator[dict[str, Any]]:
-        loads = self._codec.loads
         async for data in upstream:
-            try:
-                chunk = loads(data)
-            except ValueError:
-                log.debug("skipping an upstream event that is not JSON", extra={"backend": plan.target.backend})
-                continue
-            if isinstance(chunk, dict):
+            chunk = self._readable(data, plan, tally)
+            if chunk is not None:
                 tally.add_chunk(chunk, self._clock())
                 yield chunk
+
+    def _readable(self, data: bytes, plan: ChatPlan, tally: Tally) -> dict[str, Any] | None:
+        """The event decoded, or None (skipped and counted) when it is not a readable chunk:
+        not JSON, not an object, or a field the gateway reads has the wrong shape."""
+        problem: str | None
+        try:
+            chunk = self._codec.loads(data)
+        except ValueError:
+            problem = "not JSON"
+        else:
+            if isinstance(chunk, dict):
+                problem = chunk_problem(chunk)
+                if problem is None:
+                    return chunk
+            else:
+                problem = "not a JSON object"
+        tally.skipped += 1
+        log.debug("skipped an unreadable upstream stream event", extra={"backend": plan.target.backend,
+                                                                        "problem": problem})
+        return None
 
     def _record(self, req: ChatRequest, plan: ChatPlan, tally: Tally, started: float, status: int,
                 error: str | None, *, streaming: bool) -> None:
@@ -268,6 +288,7 @@ class ChatService:
                 workspace=req.workspace,
                 sources=plan.sources,
                 started_at=time.time() - (now - req.received_at),
+                malformed_events=tally.skipped,
             ))
         except Exception:  # recording must never break a response
             log.exception("recording the chat outcome failed")

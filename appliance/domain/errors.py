@@ -63,11 +63,18 @@ class RateLimited(ApplianceError):
 
 
 class UpstreamError(ApplianceError):
-    """The LLM backend failed; `backend` names it."""
+    """The LLM backend failed; `backend` names it, `retry_after` is its Retry-After, if any.
 
-    def __init__(self, message: str, *, backend: str = "", param: str | None = None, code: str | None = None) -> None:
+    `quoted`: the message carries the backend's own words, which may echo the prompt: the
+    client gets them, the log above debug level does not.
+    """
+
+    def __init__(self, message: str, *, backend: str = "", param: str | None = None, code: str | None = None,
+                 retry_after: str | None = None, quoted: bool = False) -> None:
         super().__init__(message, param=param, code=code)
         self.backend = backend
+        self.retry_after = retry_after
+        self.quoted = quoted
 
 
 class BackendUnavailable(UpstreamError):
@@ -90,8 +97,9 @@ class BackendRejected(UpstreamError):
         type: str | None = None,
         param: str | None = None,
         code: str | None = None,
+        retry_after: str | None = None,
     ) -> None:
-        super().__init__(message, backend=backend, param=param, code=code)
+        super().__init__(message, backend=backend, param=param, code=code, retry_after=retry_after, quoted=True)
         self.upstream_status = status
         self.upstream_type = type
 

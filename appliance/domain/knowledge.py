@@ -23,7 +23,7 @@ from appliance.domain.records import NullRecorder, Recorder, RetrievalOutcome, R
 SearchMode = Literal["dense", "text", "hybrid"]
 MODES: tuple[SearchMode, ...] = ("dense", "text", "hybrid")
 RRF_K = 60  # the usual constant: damps the weight of the very first ranks
-_WORKSPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_WORKSPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +111,7 @@ class KnowledgeStore(Protocol):
 
 
 def check_workspace(workspace: str) -> str:
-    if not _WORKSPACE.match(workspace):
+    if not _WORKSPACE.fullmatch(workspace):  # `$` would let a trailing newline through
         raise InvalidRequest("workspace must be 1-64 letters, digits, '.', '_' or '-'", param="workspace")
     return workspace
 
@@ -268,7 +268,10 @@ class KnowledgeService:
 
     async def context_for(self, workspace: str, query: str, top_k: int, correlation_id: str) -> RetrievedContext:
         """Hybrid search, reranked when a reranker is configured, composed with numbered
-        sources. A conversation whose last user turn has no text retrieves nothing."""
+        sources. A conversation whose last user turn has no text retrieves nothing; NUL
+        characters, which PostgreSQL text cannot hold and which mean nothing to a search, are
+        left out of the query."""
+        query = query.replace("\x00", " ")
         if not query.strip():
             return compose([])
         hits = await self.search(workspace, query, top_k=top_k, mode="hybrid", rerank=self._reranker is not None,

@@ -53,6 +53,7 @@ class ChatOutcome:
     workspace: str | None = None
     sources: Sequence[str] = ()     # document ids injected by RAG
     started_at: float = 0.0         # unix time
+    malformed_events: int = 0       # upstream stream events skipped as unreadable
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

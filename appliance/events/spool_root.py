@@ -5,7 +5,7 @@ Layout, shared by the gateway's workers and its relay:
     <state>/spool/
         0/ 1/ ...          a slot each: one worker's spool (segments and cursor, spool.py) and
                            `.lock`, flocked by the worker that holds the slot for as long as it
-                           lives (wiring.py claims the first free slot, so a restarted worker
+                           lives (`claim_spool_dir` gives it the first free slot, so a restarted worker
                            takes over what its predecessor left)
         relay.json         the relay's status, replaced (written aside, renamed) every second
         .relay.json.tmp    the next status while it is written
@@ -29,6 +29,7 @@ from pathlib import Path
 import orjson
 
 STATUS_FILE = "relay.json"
+MAX_SLOTS = 64
 
 
 @dataclass(slots=True)
@@ -83,3 +84,19 @@ def slot_in_use(directory: Path) -> bool:
     finally:
         os.close(fd)  # also releases the lock if we took it
     return False
+
+
+def claim_spool_dir(root: Path) -> tuple[Path, int]:
+    """The first spool slot no other live process holds (an flock, released when the process
+    ends), so a restarted worker takes over the spool its predecessor left."""
+    for slot in range(MAX_SLOTS):
+        directory = root / str(slot)
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return directory, fd
+    raise RuntimeError(f"all {MAX_SLOTS} spool slots under {root} are in use")

@@ -3,37 +3,19 @@ recorder writing outcomes into it. Publishing is the relay's (relay_process.py).
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from appliance.config import Settings
 from appliance.events.metrics import RelayMetrics, relay_state, spool_bytes
 from appliance.events.recorder import SpoolingRecorder
 from appliance.events.spool import SpoolWriter
+from appliance.events.spool_root import claim_spool_dir
 from appliance.feature import Feature
 
 log = logging.getLogger(__name__)
-MAX_SLOTS = 64
-
-
-def claim_spool_dir(root: Path) -> tuple[Path, int]:
-    """The first spool slot no other live process holds (an flock, released when the process
-    ends), so a restarted worker takes over the spool its predecessor left."""
-    for slot in range(MAX_SLOTS):
-        directory = root / str(slot)
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        return directory, fd
-    raise RuntimeError(f"all {MAX_SLOTS} spool slots under {root} are in use")
 
 
 @dataclass(frozen=True, slots=True)

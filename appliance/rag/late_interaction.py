@@ -10,19 +10,14 @@ each token scaled so its largest component is +-127.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, Protocol
+from typing import Final
 
 import numpy as np
 
+from appliance.inference.embedder import TokenEmbedder
 from appliance.inference.maxsim import maxsim
 
 ENCODE_SLICE: Final = 64
-
-
-class TokenVectorModel(Protocol):
-    dimensions: int
-
-    async def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]: ...
 
 
 def pack(vectors: np.ndarray) -> bytes:
@@ -40,9 +35,9 @@ def unpack(data: bytes, dims: int) -> np.ndarray:
 
 
 class StoredMaxSim:
-    """The knowledge service's `LateInteraction` port over any model with `token_vectors`."""
+    """The knowledge service's `LateInteraction` port over any `TokenEmbedder`'s token vectors."""
 
-    def __init__(self, model: TokenVectorModel) -> None:
+    def __init__(self, model: TokenEmbedder) -> None:
         self._model = model
 
     async def encode(self, texts: Sequence[str]) -> list[bytes]:
@@ -57,5 +52,5 @@ class StoredMaxSim:
         return (await self._model.token_vectors([query]))[0]
 
     async def score(self, prepared: np.ndarray, documents: Sequence[bytes]) -> list[float]:
-        dims = int(self._model.dimensions)
+        dims = self._model.dimensions
         return [maxsim(prepared, unpack(d, dims)) for d in documents]

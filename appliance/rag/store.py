@@ -1,7 +1,9 @@
 """The knowledge store on PostgreSQL + pgvector: psycopg 3 async pool, HNSW cosine search,
 full-text search, and whole-document replacement in one transaction.
 
-psycopg and pool errors become `DependencyUnavailable` here; nothing foreign leaves.
+psycopg and pool errors become `DependencyUnavailable` here, and data PostgreSQL refuses
+(`DataError`: NUL in text, a number past bigint) `InvalidRequest`; nothing foreign leaves.
+The API refuses such values before they get here; this is the backstop.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pgvector.psycopg import register_vector_async
 from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 
-from appliance.domain.errors import DependencyUnavailable
+from appliance.domain.errors import DependencyUnavailable, InvalidRequest
 from appliance.domain.knowledge import ChunkWrite, DocumentInfo, Hit, StoredDocument
 from appliance.rag.text_query import NO_STATS, LexemeStats, plan, tsquery_literal
 
@@ -93,6 +95,9 @@ class PgKnowledgeStore:
                 yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError) as exc:
             raise DependencyUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}") from exc
+        except psycopg.DataError as exc:
+            log.warning("PostgreSQL refused the data", extra={"error": type(exc).__name__})
+            raise InvalidRequest(f"PostgreSQL refused a value of the request: {str(exc).splitlines()[0]}") from exc
 
     async def embedding_dim(self) -> int | None:
         """The dimension the schema was migrated with; None when not migrated."""

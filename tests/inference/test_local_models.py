@@ -15,7 +15,7 @@ from appliance.config import KnowledgeSettings
 from appliance.domain.errors import DependencyUnavailable
 from appliance.inference.executor import BoundedExecutor
 from appliance.inference.local import LocalModels, load_local_models
-from appliance.inference.maxsim import maxsim, top_k
+from appliance.inference.maxsim import maxsim
 from appliance.inference.model_files import ModelFilesMissing, default_model_path, embedder_files
 
 RERANK_CASES = [
@@ -67,7 +67,7 @@ async def test_maxsim_ranks_relevant_passage_first(local_models: LocalModels, qu
                                                    documents: list[str], relevant: int) -> None:
     scores = await local_models.reranker.rerank(query, documents)
     assert [s.index for s in scores] == list(range(len(documents)))
-    assert top_k([s.score for s in scores], 1) == [relevant]
+    assert max(scores, key=lambda s: s.score).index == relevant
 
 
 async def test_token_vectors_drop_special_tokens(local_models: LocalModels) -> None:
@@ -77,18 +77,6 @@ async def test_token_vectors_drop_special_tokens(local_models: LocalModels) -> N
     assert np.allclose(np.linalg.norm(vectors[0], axis=1), 1.0, atol=1e-5)
     assert maxsim(vectors[0], vectors[0]) == pytest.approx(1.0, abs=1e-5)
     assert maxsim(vectors[0], vectors[1]) == 0.0
-
-
-async def test_embed_context_gives_one_vector_per_chunk(local_models: LocalModels) -> None:
-    chunks = ["Paris is the capital of France. The Eiffel Tower stands there.",
-              "Photosynthesis turns light, water and carbon dioxide into sugar."]
-    doc = "\n\n".join(chunks)
-    spans = [(0, len(chunks[0])), (len(chunks[0]) + 2, len(doc)), (len(chunks[0]), len(chunks[0]) + 2)]
-    vectors = np.array(await local_models.embedder.embed_context(doc, spans))
-    assert vectors.shape == (3, 384)
-    alone = np.array(await local_models.embedder.embed(chunks))
-    assert vectors[0] @ alone[0] > vectors[0] @ alone[1]
-    assert vectors[1] @ alone[1] > vectors[1] @ alone[0]
 
 
 async def test_bounded_executor_refuses_beyond_queue_max() -> None:
@@ -147,7 +135,7 @@ async def test_rerank_cache_and_document_clipping(local_models: LocalModels) -> 
     assert reranker.cache is not None and len(reranker.cache) == 2  # bounded: LRU dropped one
     again = await reranker.rerank(query, docs)
     assert [s.score for s in again] == [s.score for s in first]     # cached or not, same numbers
-    assert top_k([s.score for s in first], 1) == [relevant]
+    assert max(first, key=lambda s: s.score).index == relevant
     clipped = MaxSimReranker(local_models.embedder, doc_max_tokens=3)
     assert clipped._clip("Paris is the capital of France.") == "Paris is the"
     scores = await clipped.rerank(query, docs)
@@ -161,18 +149,3 @@ async def test_more_inputs_than_a_batch_keep_order(local_models: LocalModels) ->
     for i in (0, 5, 33, 69):
         assert np.allclose(vectors[i], (await local_models.embedder.embed([texts[i]]))[0], atol=1e-4)
         assert tokens[i].shape[0] == len(local_models.embedder.tokenizer.encode(texts[i], add_special_tokens=False).ids)
-
-
-async def test_embed_context_over_several_windows(local_models: LocalModels) -> None:
-    paragraphs = [f"Paragraph {i} talks about topic number {i} in some detail. " * 6 for i in range(12)]
-    doc = "".join(paragraphs)
-    spans, pos = [], 0
-    for p in paragraphs:
-        spans.append((pos, pos + len(p)))
-        pos += len(p)
-    assert len(local_models.embedder.tokenizer.encode(doc).ids) > 3 * local_models.embedder.max_seq_len
-    vectors = np.array(await local_models.embedder.embed_context(doc, spans))
-    assert vectors.shape == (12, 384)
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    alone = np.array(await local_models.embedder.embed(paragraphs))
-    assert all(vectors[i] @ alone[i] > 0.8 for i in range(12))

@@ -36,7 +36,7 @@ def test_packing_keeps_directions() -> None:
 
 
 async def test_stored_scores_match_the_reranker(inference: Inference) -> None:
-    late = StoredMaxSim(inference.embedder)  # type: ignore[arg-type]
+    late = StoredMaxSim(inference.embedder)
     query = "what is the name of the guest wifi"
     stored = await late.score(await late.prepare(query), await late.encode(PASSAGES))
     live = [s.score for s in await inference.reranker.rerank(query, PASSAGES)]
