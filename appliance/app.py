@@ -28,7 +28,7 @@ from appliance.services import Services
 def create_app(settings: Settings, services: Services) -> ReceiveInScope:
     context = RequestContext(body_limits=BodyLimits(settings.max_body_bytes, settings.body_read_timeout_s),
                              key_hashes=[k.sha256 for k in settings.catalog.api_keys],
-                             access_log=settings.access_log)
+                             access_log=settings.access_log, allowed_hosts=settings.allowed_hosts)
     lifecycle = Lifecycle(services.start, services.aclose, context, drain_timeout_s=settings.drain_timeout_s,
                           announce={"host": settings.host, "port": settings.port, "backends": len(services.backends)})
     app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response] = falcon.asgi.App(middleware=[lifecycle, context])

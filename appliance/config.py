@@ -137,13 +137,16 @@ class KnowledgeSettings(_Strict):
     chunk_overlap: Annotated[int, Field(ge=0, le=4096)] = 32
     rag_top_k: Annotated[int, Field(ge=1, le=100)] = 5
     rag_candidates: Annotated[int, Field(ge=1, le=1000)] = 20
-    # recall@10 0.96-0.97 at 100k chunks with the m 24 / ef_construction 128 index (sql/0003)
+    # how wide HNSW searches: chosen with the m 24 / ef_construction 128 index (sql/0003) to
+    # meet the recall bar at 100k chunks within the latency bar (docs/benchmarks.md)
     hnsw_ef_search: Annotated[int, Field(ge=1, le=1000)] = 250
     # int8 token vectors per chunk at ingest (~77 kB per 200-token chunk): MaxSim rerank
     # then runs only the query through the model. Used when rerank_kind is maxsim.
     rerank_token_vectors: bool = True
     text_candidates: Annotated[int, Field(ge=10, le=1_000_000)] = 1000  # full-text rows scored per search, at most
     db_pool_max: Annotated[int, Field(ge=1, le=200)] = 10
+    db_breaker_cooldown_s: Annotated[float, Field(gt=0)] = 5.0       # after PostgreSQL failed: no tries for this long
+    db_breaker_max_cooldown_s: Annotated[float, Field(gt=0)] = 60.0  # doubling while it stays down, up to this
 
 
 class EventSettings(_Strict):
@@ -202,6 +205,8 @@ class Settings(BaseSettings):
 
     config: Path | None = None
     host: str = "127.0.0.1"
+    # Host names (beyond IP literals, localhost and this machine's name) answered without API keys
+    allowed_hosts: tuple[str, ...] = ()
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     state_dir: Path = DEFAULT_STATE_DIR

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shutil
@@ -44,6 +45,15 @@ def prepare_metrics(settings: Settings) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(settings: Settings) -> int:
     logs.configure(settings.log_level)
     os.environ.pop("APPLIANCE_CONFIG", None)
@@ -51,6 +61,10 @@ def serve(settings: Settings) -> int:
     prepare_metrics(settings)
     log.info("starting gateway", extra={"host": settings.host, "port": settings.port, "workers": settings.workers,
                                         "catalog": str(settings.config) if settings.config else None})
+    if not settings.catalog.api_keys and not is_loopback(settings.host):
+        log.warning("serving on a non-loopback address with no API keys: anyone who can reach "
+                    f"{settings.host}:{settings.port} can use every backend and the knowledge API; "
+                    "add [[api_keys]] to the catalog, or bind to 127.0.0.1", extra={"host": settings.host})
     server = Granian(
         "appliance.asgi:create",
         factory=True,

@@ -32,6 +32,7 @@ from appliance.domain.errors import (
     BackendTimeout,
     BackendUnavailable,
     DependencyUnavailable,
+    Forbidden,
     InvalidRequest,
     ModelNotFound,
     NotFound,
@@ -39,6 +40,7 @@ from appliance.domain.errors import (
     RateLimited,
     RequestTimeout,
     Unauthorized,
+    UnsupportedMediaType,
     UpstreamError,
 )
 from appliance.openai.sse import encode as sse_data
@@ -59,9 +61,11 @@ KINDS: Final[Mapping[type[BaseException], Kind]] = {
     InvalidRequest: Kind(400, "invalid_request_error"),
     WireError: Kind(400, "invalid_request_error"),
     Unauthorized: Kind(401, "authentication_error", "invalid_api_key"),
+    Forbidden: Kind(403, "permission_error", "forbidden"),
     NotFound: Kind(404, "invalid_request_error", "not_found"),
     ModelNotFound: Kind(404, "invalid_request_error", "model_not_found"),
     PayloadTooLarge: Kind(413, "invalid_request_error", "payload_too_large"),
+    UnsupportedMediaType: Kind(415, "invalid_request_error", "unsupported_media_type"),
     RequestTimeout: Kind(408, "invalid_request_error", "request_timeout"),
     RateLimited: Kind(429, "rate_limit_error", "rate_limit_exceeded"),
     UpstreamError: Kind(502, "api_error"),

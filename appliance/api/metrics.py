@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import falcon
 import falcon.asgi
@@ -26,6 +26,33 @@ CHATS = Counter("appliance_chat_completions_total", "Chat completions", ["model"
 
 
 _children: dict[tuple[object, ...], Any] = {}
+METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+OTHER: Final = "other"
+
+
+class BoundedLabel:
+    """Label values as they come, up to `limit` distinct ones; later newcomers count as
+    "other". A model name is the client's choice (any name a route glob matches), so without
+    a bound every scrape would grow with whatever names callers invent."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
+model_label = BoundedLabel(200)
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER
 
 
 def labelled(metric: Any, *labels: object) -> Any:
@@ -60,20 +87,21 @@ class MetricsRecorder:
     """Counts tokens, cost and completions per model from chat outcomes."""
 
     def chat(self, outcome: ChatOutcome) -> None:
-        labelled(CHATS, outcome.model, outcome.backend, outcome.route, "true" if outcome.streaming else "false",
+        model = model_label(outcome.model)
+        labelled(CHATS, model, outcome.backend, outcome.route, "true" if outcome.streaming else "false",
                  outcome.status).inc()
         if outcome.usage.prompt_tokens:
-            labelled(TOKENS, "input", outcome.model).inc(outcome.usage.prompt_tokens)
+            labelled(TOKENS, "input", model).inc(outcome.usage.prompt_tokens)
         if outcome.usage.completion_tokens:
-            labelled(TOKENS, "output", outcome.model).inc(outcome.usage.completion_tokens)
+            labelled(TOKENS, "output", model).inc(outcome.usage.completion_tokens)
         if outcome.cost_usd:
-            labelled(COST, outcome.model).inc(outcome.cost_usd)
+            labelled(COST, model).inc(outcome.cost_usd)
         if outcome.malformed_events:
             labelled(MALFORMED, outcome.backend).inc(outcome.malformed_events)
 
     def embedding(self, outcome: EmbeddingOutcome) -> None:
         if outcome.tokens:
-            labelled(TOKENS, "embedding", outcome.model).inc(outcome.tokens)
+            labelled(TOKENS, "embedding", model_label(outcome.model)).inc(outcome.tokens)
 
     def retrieval(self, outcome: RetrievalOutcome) -> None:
         return None

@@ -14,7 +14,8 @@ import falcon.asgi
 
 from appliance import logs
 from appliance.api.body import BodyLimits
-from appliance.api.metrics import HTTP_DURATION, HTTP_REQUESTS, labelled
+from appliance.api.browser_guard import BrowserGuard
+from appliance.api.metrics import HTTP_DURATION, HTTP_REQUESTS, labelled, method_label
 from appliance.domain.errors import PayloadTooLarge, Unauthorized
 
 _CID_OK: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -44,10 +45,12 @@ class RequestContext:
     """Runs around every request. Streaming responders set `req.context.defer_log = True` and
     call `finish(req, status)` themselves when the stream ends, so the line has the full time."""
 
-    def __init__(self, *, body_limits: BodyLimits, key_hashes: Collection[str] = (), access_log: bool = True) -> None:
+    def __init__(self, *, body_limits: BodyLimits, key_hashes: Collection[str] = (), access_log: bool = True,
+                 allowed_hosts: Collection[str] = ()) -> None:
         self._body_limits = body_limits
         self._max_body = body_limits.max_bytes
         self._keys = frozenset(key_hashes)
+        self._guard = BrowserGuard(check_host=not self._keys, allowed_hosts=allowed_hosts)
         self._access_log = access_log
         self.in_flight = 0
 
@@ -68,6 +71,7 @@ class RequestContext:
         length = req.content_length
         if length is not None and length > self._max_body:
             raise PayloadTooLarge(f"Request body of {length} bytes exceeds the limit of {self._max_body} bytes")
+        self._guard.check(req)
         if self._keys and req.path not in _OPEN_PATHS:
             self._authorize(req)
 
@@ -96,7 +100,7 @@ class RequestContext:
         elapsed = time.perf_counter() - started if started is not None else 0.0
         code = falcon.http_status_to_code(status)
         route = req.uri_template or "unmatched"
-        labelled(HTTP_REQUESTS, req.method, route, code).inc()
+        labelled(HTTP_REQUESTS, method_label(req.method), route, code).inc()
         labelled(HTTP_DURATION, route).observe(elapsed)
         if self._access_log:
             logs.access_line({

@@ -1,8 +1,9 @@
 """An OpenAI-compatible chat backend over aiohttp: vLLM, llama.cpp, LM Studio, Ollama, cloud.
 
-aiohttp was chosen by measurement: a Falcon + Granian relay did 3,427 RPS with aiohttp,
-1,012 with httpx over an aiohttp transport and 234 with plain httpx on this hardware.
-aiohttp and asyncio errors are translated here into the domain's `UpstreamError` tree.
+aiohttp was chosen by measurement: of the clients tried (httpx, httpx over an aiohttp
+transport), only it let a Falcon + Granian relay clear the gateway's throughput bar
+(docs/benchmarks.md). aiohttp and asyncio errors are translated here into the domain's
+`UpstreamError` tree.
 """
 
 from __future__ import annotations

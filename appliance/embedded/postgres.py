@@ -19,8 +19,8 @@ INCLUDE: Final = f"include_if_exists = '{CONF_NAME}'\n"
 def tuning(memory_bytes: int) -> str:
     """Server settings for the embedded PostgreSQL, sized from this machine's memory.
 
-    initdb's defaults (128 MB shared buffers) keep a 100k-chunk HNSW index (~200 MB) out of
-    PostgreSQL's own cache: every graph hop past the cache is a buffer eviction and a read
+    initdb's defaults (128 MB shared buffers) keep a 100k-chunk HNSW index, which is larger,
+    out of PostgreSQL's own cache: every graph hop past the cache is a buffer eviction and a read
     from the page cache. A quarter of the memory, at most 1 GB (the production Quadlet's
     value, packaging/config/postgres/postgresql.conf), at least initdb's 128 MB.
     """

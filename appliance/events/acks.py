@@ -5,8 +5,7 @@ as they arrive (one subscription, a counter for tokens; nats-py's `js.publish` c
 request and a `wait_for` each). A batch goes out as HPUB protocol frames we build, joined
 into one write to nats-py's outgoing buffer (nats_private.py, the one module touching
 nats-py's private surface): its `publish()` spends more per message on checking and encoding
-headers than we spend on the whole frame (the relay's CPU per event -20% to -33% here,
-docs/events.md).
+headers than we spend on the whole frame (docs/benchmarks.md).
 
 Chained mode: each message also carries `Nats-Expected-Last-Msg-Id`, the id of the message
 before it in its stream, and only the last message per stream asks for an ack. JetStream
@@ -15,8 +14,8 @@ chain is stored only if the one before it was the last stored, and so on back to
 if any message is not stored (refused, lost in a reconnection, another publisher's message
 in between) every later one is refused too, the last one with an error ack. A good ack of
 the last message proves the whole chain is in the stream (a message JetStream dropped as a
-duplicate was there already). Fewer acks are less CPU for nats-server and the relay: 3-4
-points of the gateway's throughput at saturation here (docs/events.md, "Benchmark").
+duplicate was there already). Fewer acks are less CPU for nats-server and the relay, and so
+more left for a gateway sharing their cores (docs/benchmarks.md).
 
 `publish()` chains when it knows each stream's last id (from the previous batch) and falls
 back to acknowledged mode, which tells it the last ids again, when a chain breaks.

@@ -3,7 +3,7 @@
 The relay builds each batch's HPUB frames itself (acks.py) and hands them to nats-py's
 outgoing buffer in one write. nats-py has no public call for that: `publish()` takes one
 message, and spends more per message validating and encoding headers than building the
-whole frame costs (docs/events.md, "The relay's cost, step by step"). What its `publish()`
+whole frame costs (docs/benchmarks.md, "The relay's cost, step by step"). What its `publish()`
 does once it has its frame, we do with the same two private coroutines of
 `nats.aio.client.Client`:
 

@@ -12,16 +12,20 @@ and only ever appends to its newest one, so a segment with a successor is comple
 reader deletes it once the cursor has passed it. A torn record (a crash mid-write) can only
 end a segment; the reader skips it once the next segment exists. A record whose CRC fails
 is skipped and counted. The writer bounds the bytes behind the cursor: `append` returns
-False when the spool is full, and the caller counts the drop.
+False when the spool is full, and the caller counts the drop. A record is in the file (the
+kernel has it) when `append` returns, so killing the writer loses nothing it appended; what
+a power cut can take depends on its fsync policy (`SpoolWriter`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,9 +34,9 @@ log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct(">II")
 FsyncPolicy = Literal["always", "batch", "never"]
-FLUSH_BYTES = 64 * 1024  # a buffered writer writes at least this often
 SIZE_REFRESH_S = 1.0  # how stale the writer's view of the reader's progress may be
 READ_BYTES = 256 * 1024  # the reader reads a segment this much at a time
+ROLL_RETRY_BYTES = 1024 * 1024  # after a new segment could not be created, try again this much later
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +78,16 @@ def pending_bytes(directory: Path, cursor: tuple[int, int] | None = None) -> int
                 continue
     return max(total, 0)
 
-
-
-
 class SpoolWriter:
-    """Appends records; buffered (`flush()` writes, `sync()` fsyncs) unless fsync is `always`."""
+    """Appends records, each written to its segment (one `os.write`) before `append` returns.
+
+    From then on a record is the kernel's: killing the process cannot lose it, only a power
+    cut can, until it is fsynced. Under `always` `append` fsyncs each record itself; under
+    `batch` the caller runs `sync_job()` off the event loop now and then, so every record
+    written since shares one fsync; `never` never fsyncs. A write that fails (disk full)
+    leaves the rest of its record, and the records after it, in memory (counted in `size`,
+    so bounded by `max_bytes`) until a `flush()` gets them out.
+    """
 
     def __init__(self, directory: Path, *, max_bytes: int, segment_bytes: int, fsync: FsyncPolicy = "batch") -> None:
         self.dir = directory
@@ -86,13 +95,17 @@ class SpoolWriter:
         self._max = max_bytes
         self._segment_max = segment_bytes
         self.fsync_policy = fsync
-        self._buf = bytearray()
+        self._held = bytearray()  # what failed writes left unwritten, in order
+        self._failing = False  # the last write failed (logged once, and once when writes succeed again)
+        self._retired: list[int] = []  # completed segments written since their last fsync, still open for it
         existing = segments(directory)
         self._seq = max(existing[-1] if existing else 0, read_cursor(directory)[0]) + 1
         self._fd = self._open(self._seq)
         self._written = 0  # bytes in the current segment
+        self._roll_at = segment_bytes  # start the next segment at this size of the current one
         self._unsynced = False
-        self._pending = pending_bytes(directory)  # behind the cursor, as of `_checked`
+        self._new_entry = True  # a segment was created since the directory was last fsynced
+        self._pending = pending_bytes(directory)  # not yet acknowledged, as of `_checked`, plus what was appended since
         self._checked = time.monotonic()
 
     def _open(self, seq: int) -> int:
@@ -100,73 +113,146 @@ class SpoolWriter:
 
     @property
     def size(self) -> int:
-        """Bytes not yet acknowledged, buffered ones included (the reader's progress as of
-        at most `SIZE_REFRESH_S` ago)."""
-        return self._pending + len(self._buf)
+        """Bytes not yet acknowledged, held ones included (the reader's progress as of at
+        most `SIZE_REFRESH_S` ago, if `flush()` runs that often)."""
+        return self._pending
 
     def append(self, kind: str, key: str, data: bytes) -> bool:
-        """Add a record (in memory until the next flush): False when the spool is full.
-        Built in place: this runs on the serving path for every outcome."""
+        """Write a record: False when the spool is full. On the serving path for every
+        outcome, so built in one piece and written in one call."""
         prefix = f"{kind}\n{key}\n".encode()
         length = len(prefix) + len(data)
-        if self._pending + len(self._buf) + length + _HEAD.size > self._max:
+        size = _HEAD.size + length
+        if self._pending + size > self._max:
             self._refresh_size()
-            if self.size + length + _HEAD.size > self._max:
+            if self._pending + size > self._max:
                 return False
-        buf = self._buf
-        buf += _HEAD.pack(length, zlib.crc32(data, zlib.crc32(prefix)))
-        buf += prefix
-        buf += data
+        record = b"".join((_HEAD.pack(length, zlib.crc32(data, zlib.crc32(prefix))), prefix, data))
+        self._pending += size
+        if self._held:  # behind what an earlier failed write left: in order, at the next flush
+            self._held += record
+            return True
+        self._write(record)
+        if self._held:
+            return True
         if self.fsync_policy == "always":
-            self.flush()
-            self.sync()
-        elif len(self._buf) >= FLUSH_BYTES:
-            self.flush()
+            try:
+                self.sync()
+            except OSError:
+                log.exception("event spool fsync failed")
+        if self._written >= self._roll_at:
+            self._roll()
         return True
 
+    def _write(self, data: bytes | bytearray) -> None:
+        """Write `data` after what is in the segment; what a failure leaves is held."""
+        done = 0
+        try:
+            done = os.write(self._fd, data)
+            while done < len(data):  # a short write: only ever seen with the disk (nearly) full
+                done += os.write(self._fd, memoryview(data)[done:])
+        except OSError as exc:
+            if not self._failing:
+                self._failing = True
+                log.error("event spool write failed; records wait in memory until it succeeds",
+                          extra={"error": str(exc), "segment": self._seq})
+            self._held += memoryview(data)[done:]
+        else:
+            if self._failing:
+                self._failing = False
+                log.warning("event spool writes succeed again", extra={"segment": self._seq})
+        finally:
+            self._written += done
+            self._unsynced = self._unsynced or done > 0
+
     def flush(self) -> None:
-        """Write the buffer to the current segment; start a new one past `segment_bytes`."""
-        if self._buf:
-            done = 0
-            try:
-                with memoryview(self._buf) as view:
-                    while done < len(view):
-                        done += os.write(self._fd, view[done:])
-            finally:  # after a failed write (disk full), the rest follows on from where it stopped
-                del self._buf[:done]
-                self._written += done
-                self._pending += done
-                self._unsynced = self._unsynced or done > 0
-        if self._written >= self._segment_max:
-            self.sync()
-            os.close(self._fd)
-            self._seq += 1
-            self._fd = self._open(self._seq)
-            self._written = 0
+        """Write what failed writes left (in order, before anything newer), start a new
+        segment past `segment_bytes`, and refresh the view of the reader's progress."""
+        if self._held:
+            held, self._held = self._held, bytearray()
+            self._write(held)
+        if self._written >= self._roll_at and not self._held:
+            self._roll()
         if time.monotonic() - self._checked >= SIZE_REFRESH_S:
             self._refresh_size()
 
-    def sync(self) -> None:
-        """fsync what was flushed since the last sync (`never` skips it)."""
-        if self._unsynced and self.fsync_policy != "never":
-            os.fsync(self._fd)
+    def _roll(self) -> None:
+        """Start the next segment. The completed one stays open until it is fsynced (by
+        `sync()` or a sync job), so the serving path never waits on a disk flush. If the
+        next one cannot be created, the current one goes on growing (logged)."""
+        try:
+            fd = self._open(self._seq + 1)
+        except OSError as exc:
+            log.error("cannot start a new spool segment; appending to the current one",
+                      extra={"error": str(exc), "segment": self._seq})
+            self._roll_at = self._written + ROLL_RETRY_BYTES
+            return
+        if self._unsynced and self.fsync_policy == "batch":
+            self._retired.append(self._fd)
+        else:
+            os.close(self._fd)
+        self._seq += 1
+        self._fd = fd
+        self._written = 0
+        self._roll_at = self._segment_max
         self._unsynced = False
+        self._new_entry = True
 
-    def sync_fd(self) -> int | None:
-        """The descriptor to fsync off the event loop, or None when nothing needs it."""
-        if not self._unsynced or self.fsync_policy == "never":
+    def sync(self) -> None:
+        """fsync, here and now, everything written since the last sync (`never` skips it)."""
+        job = self.sync_job()
+        if job is not None:
+            job()
+
+    def sync_job(self) -> Callable[[], None] | None:
+        """The fsyncs due, as a function to run off the event loop, or None when nothing is
+        due: segments written since their last fsync (completed ones are closed after it) and
+        the directory when a segment was created. Records written while it runs are left to
+        the next one."""
+        retired, self._retired = self._retired, []
+        if self.fsync_policy == "never":
+            for fd in retired:
+                os.close(fd)
             return None
-        self._unsynced = False
-        return self._fd
+        current = self._fd if self._unsynced else None
+        directory = self.dir if self._new_entry else None
+        self._unsynced = self._new_entry = False
+        if not retired and current is None and directory is None:
+            return None
+        return functools.partial(_fsync, retired, current, directory)
 
     def _refresh_size(self) -> None:
-        self._pending = pending_bytes(self.dir)
+        self._pending = pending_bytes(self.dir) + len(self._held)
         self._checked = time.monotonic()
 
     def close(self) -> None:
+        """Write what is held, fsync (unless `never`) and close. No sync job may be running."""
         self.flush()
         self.sync()
         os.close(self._fd)
+
+
+def _fsync(retired: list[int], current: int | None, directory: Path | None) -> None:
+    """fsync (and close) completed segments, then the current one and the directory; every
+    descriptor is closed however the fsyncs go, and the first failure raised after them."""
+    failed: OSError | None = None
+    for fd in retired:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            failed = failed or exc
+        finally:
+            os.close(fd)
+    if current is not None:
+        os.fsync(current)
+    if directory is not None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if failed is not None:
+        raise failed
 
 
 class SpoolReader:

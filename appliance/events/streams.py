@@ -1,4 +1,4 @@
-"""NATS connection and the JetStream streams of ARCHITECTURE.md, created or updated on connect."""
+"""NATS connection and the JetStream streams of docs/architecture.md, created or updated on connect."""
 
 from __future__ import annotations
 

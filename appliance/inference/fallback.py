@@ -16,8 +16,8 @@ from typing import Final, TypeVar
 import numpy as np
 from tokenizers import Tokenizer
 
+from appliance.domain.breaker import Breaker
 from appliance.domain.ports import Reranker, RerankScore
-from appliance.inference.breaker import Breaker
 from appliance.inference.embedder import TokenEmbedder
 from appliance.inference.grpc_client import GrpcInference, RemoteUnavailable
 from appliance.inference.metrics import CALLS, FALLBACKS

@@ -1,9 +1,9 @@
 """In-process models loaded once, on first use or by a background preload at start-up.
 
 The gateway composes its services synchronously and without I/O; loading the ONNX model
-(about 0.6 s) happens in a thread instead. `model_id` is known at once (files are resolved
-and checked when the loader is built, so a missing model is still a start-up error);
-`dimensions` loads the model if nothing has yet.
+would hold up start-up, so it happens in a thread instead. `model_id` is known at once
+(files are resolved and checked when the loader is built, so a missing model is still a
+start-up error); `dimensions` loads the model if nothing has yet.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class LocalModelsLoader:
 
     @property
     def tokenizer(self) -> Tokenizer:
-        """The raw tokenizer (no padding/truncation), loaded on its own: about 50 ms, no model."""
+        """The raw tokenizer (no padding/truncation), loaded on its own: chunking needs it, and
+        it loads in a fraction of the model's time."""
         if self._models is not None:
             return self._models.embedder.tokenizer
         if self._tokenizer is None:

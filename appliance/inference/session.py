@@ -37,8 +37,7 @@ class EncoderSession:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         # No busy-waiting between ops: on a small shared machine spinning threads steal the
-        # cores the event loop and the other roles need (measured: 2 threads spinning were
-        # slower than 1 here).
+        # cores the event loop and the other roles need (docs/benchmarks.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self._session = ort.InferenceSession(str(path), sess_options=options,

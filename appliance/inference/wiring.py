@@ -11,9 +11,10 @@ import asyncio
 from typing import Any
 
 from appliance.config import ConfigError, Settings
+from appliance.domain.breaker import Breaker
 from appliance.domain.ports import Reranker
 from appliance.feature import Feature
-from appliance.inference.breaker import Breaker
+from appliance.inference.breaker import inference_breaker
 from appliance.inference.embedder import TokenEmbedder
 from appliance.inference.fallback import Fallback, FallbackEmbedder, FallbackReranker
 from appliance.inference.grpc_client import GrpcInference
@@ -39,7 +40,7 @@ class Inference:
             cfg = settings.inference
             self.remote = GrpcInference(settings.inference_url, deadline_s=cfg.deadline_s,
                                         max_message_bytes=cfg.max_message_bytes)
-            self.breaker = Breaker(cfg.breaker_cooldown_s)
+            self.breaker = inference_breaker(cfg.breaker_cooldown_s)
             fallback = Fallback(self.remote, self.breaker)
             self.embedder = FallbackEmbedder(fallback, local_embedder)
             self.reranker = FallbackReranker(fallback, local_reranker)

@@ -18,9 +18,10 @@ import numpy as np
 import psycopg
 import psycopg_pool
 from pgvector.psycopg import register_vector_async
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from psycopg.types.json import Jsonb
 
+from appliance.domain.breaker import Breaker, State
 from appliance.domain.errors import DependencyUnavailable, InvalidRequest
 from appliance.domain.knowledge import ChunkWrite, DocumentInfo, Hit, StoredDocument
 from appliance.rag.text_query import NO_STATS, LexemeStats, plan, tsquery_literal
@@ -60,11 +61,27 @@ ORDER BY m.score DESC, m.id
 text_query), the top k joined back to their content; `matched` says whether the cap was hit."""
 
 
+BREAKER_STATE = Gauge("appliance_knowledge_breaker_state",
+                      "Knowledge store breaker: 0 closed, 1 open, 2 half-open", ["breaker"], multiprocess_mode="max")
+
+
+def _report(name: str, state: State) -> None:
+    BREAKER_STATE.labels(name).set(int(state))
+    if state is State.OPEN:
+        log.warning("PostgreSQL breaker open: retrieval answers without the store until it is back",
+                    extra={"breaker": name})
+    elif state is State.CLOSED:
+        log.info("PostgreSQL breaker closed: the store answers again", extra={"breaker": name})
+
+
 class PgKnowledgeStore:
     """`KnowledgeStore` over a pooled async connection to PostgreSQL."""
 
     def __init__(self, url: str, *, max_size: int = 10, ef_search: int = 250, text_candidates: int = 1000,
-                 connect_timeout_s: float = 2.0) -> None:
+                 connect_timeout_s: float = 2.0, breaker_cooldown_s: float = 5.0,
+                 breaker_max_cooldown_s: float = 60.0) -> None:
+        self._breaker = Breaker(breaker_cooldown_s, max_cooldown_s=breaker_max_cooldown_s, name="postgres",
+                                on_change=_report)
         self._ef_search = ef_search
         self._text_candidates = text_candidates
         self._stats = NO_STATS
@@ -90,14 +107,30 @@ class PgKnowledgeStore:
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection. Once PostgreSQL has failed, the breaker refuses at once for a
+        cool-down (growing while it stays down) instead of every caller waiting out the
+        pool's timeout; one probe at a time finds out when it is back."""
+        breaker = self._breaker
+        if not breaker.allow():
+            raise DependencyUnavailable(f"PostgreSQL is unavailable (next try in {breaker.retry_in():.0f} s)")
         try:
             async with self._pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError) as exc:
+            breaker.failure()
             raise DependencyUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}") from exc
         except psycopg.DataError as exc:
+            breaker.success()
             log.warning("PostgreSQL refused the data", extra={"error": type(exc).__name__})
             raise InvalidRequest(f"PostgreSQL refused a value of the request: {str(exc).splitlines()[0]}") from exc
+        except psycopg.Error:
+            breaker.success()  # it answered
+            raise
+        except BaseException:
+            breaker.abandon()
+            raise
+        else:
+            breaker.success()
 
     async def embedding_dim(self) -> int | None:
         """The dimension the schema was migrated with; None when not migrated."""

@@ -1,7 +1,7 @@
 """Planning a full-text query that stays fast at any corpus size, and ranks by rarity.
 
-A question's words OR-ed together match most of a large corpus through its common words
-(measured: 84% of 100,000 chunks, one second per query), and PostgreSQL's `ts_rank_cd` does
+A question's words OR-ed together match most of a large corpus through its common words,
+so every query scores most rows (docs/benchmarks.md), and PostgreSQL's `ts_rank_cd` does
 not weigh a rare word above a common one. So, from the lexeme frequencies ANALYZE keeps for
 the `tsv` column (`pg_stats.most_common_elems`):
 
@@ -12,8 +12,7 @@ the `tsv` column (`pg_stats.most_common_elems`):
   over terms: BM25's shape) with each term weighted by its IDF, ln(1 + N/df). `ts_rank`
   knows four weights, one per lexeme label A-D, so the query's lexemes are relabelled in
   the chunk's vector (`setweight`) into four IDF buckets. One expression reads the chunk's
-  `tsv` once: a per-lexeme `tsv @@ x` sum would fetch the TOASTed vector once per lexeme
-  (measured 5x slower).
+  `tsv` once: a per-lexeme `tsv @@ x` sum would fetch the TOASTed vector once per lexeme.
 
 Pure: the store runs the SQL this returns.
 """

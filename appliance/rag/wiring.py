@@ -45,7 +45,8 @@ def knowledge_store(settings: Settings) -> PgKnowledgeStore:
         raise ConfigError("config error: APPLIANCE_DATABASE_URL: knowledge needs a PostgreSQL URL")
     cfg = settings.knowledge
     return PgKnowledgeStore(settings.database_url, max_size=cfg.db_pool_max, ef_search=cfg.hnsw_ef_search,
-                            text_candidates=cfg.text_candidates)
+                            text_candidates=cfg.text_candidates, breaker_cooldown_s=cfg.db_breaker_cooldown_s,
+                            breaker_max_cooldown_s=cfg.db_breaker_max_cooldown_s)
 
 
 def knowledge_service(settings: Settings, store: PgKnowledgeStore, embedder: TokenEmbedder,

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tests.conftest import Gateway
 from tests.fuzz import strategies as s
 
-EXAMPLES: Final = 60
+EXAMPLES: Final = 300
 FUZZ: Final = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=False,
                        suppress_health_check=list(HealthCheck))
 

@@ -209,3 +209,21 @@ def test_sigterm_during_worker_start_up_is_not_lost(tmp_path: Path, fake_llm: Fa
         finally:
             procs.stop(gw.proc)
         assert time.monotonic() - started < 10
+
+
+def test_metrics_label_sets_stay_bounded_whatever_callers_send(gateway: Gateway, llm: FakeLLM) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    for i in range(60):  # invented methods
+        conn.request(f"X{i}ZZ", "/v1/models")
+        conn.getresponse().read()
+    for i in range(230):  # invented model names that a route glob matches
+        conn.request("POST", "/v1/chat/completions", json.dumps({**CHAT, "model": f"qwen3-made-up-{i}"}),
+                     {"Content-Type": "application/json"})
+        assert conn.getresponse().read()
+    text = get(f"{gateway.url}/metrics")[1].decode()
+    methods = {line.split('method="')[1].split('"')[0] for line in text.splitlines()
+               if line.startswith("appliance_http_requests_total{")}
+    assert methods <= {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other"} and "other" in methods
+    models = {line.split('model="')[1].split('"')[0] for line in text.splitlines()
+              if line.startswith("appliance_chat_completions_total{")}
+    assert len(models) <= 201 and "other" in models

@@ -109,7 +109,7 @@ def test_a_backends_429_keeps_its_retry_after_and_its_words_stay_out_of_the_log(
 
 def test_a_body_trickled_slower_than_the_limit_is_cut_off_with_408(gw: Gateway) -> None:
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100\r\n\r\n{")
         started = time.monotonic()
         reply = b""

@@ -15,7 +15,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from appliance.config import InferenceSettings, Settings
-from appliance.inference.breaker import Breaker, State
+from appliance.domain.breaker import State
+from appliance.inference.breaker import inference_breaker
 from appliance.inference.fallback import served_path
 from appliance.inference.local import LocalModels
 from appliance.inference.wiring import Inference
@@ -36,23 +37,13 @@ class Clock:
         return self.now
 
 
-def test_breaker_opens_cools_down_and_probes_once() -> None:
-    clock = Clock()
-    breaker = Breaker(cooldown_s=30, clock=clock, name="unit")
-    assert breaker.allow() and breaker.state is State.CLOSED
+def test_the_inference_breaker_reports_its_state_as_a_gauge() -> None:
+    breaker = inference_breaker(30)
     breaker.failure()
-    assert breaker.state is State.OPEN and not breaker.allow()
-    assert _metric("appliance_inference_breaker_state", breaker="unit") == 1
-    clock.now += 30
-    assert breaker.allow()            # the one probe
-    assert not breaker.allow()        # others stay local while it is out
-    breaker.failure()
-    assert breaker.state is State.OPEN and not breaker.allow()
-    clock.now += 31
-    assert breaker.allow()
+    assert breaker.state is State.OPEN
+    assert _metric("appliance_inference_breaker_state", breaker="inference") == 1
     breaker.success()
-    assert breaker.state is State.CLOSED and breaker.allow()
-    assert _metric("appliance_inference_breaker_state", breaker="unit") == 0
+    assert _metric("appliance_inference_breaker_state", breaker="inference") == 0
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from appliance.config import KnowledgeSettings
-from appliance.inference.breaker import Breaker
+from appliance.domain.breaker import Breaker
 from appliance.inference.fallback import Fallback, FallbackEmbedder
 from appliance.inference.grpc_client import GrpcInference
 from appliance.inference.local import load_local_models

@@ -11,7 +11,7 @@ What is real and what is synthetic:
   terms), bulk-loaded with binary COPY and indexed afterwards with the migration's HNSW
   definition. Vectors: *synthetic* by default (a mixture of 1,000 Gaussian clusters on the
   unit sphere), or with --real-vectors the real model's embeddings of each chunk's first 32
-  words (cached; embedding all 200 tokens of 100k chunks would take ~20 min of both cores).
+  words (cached; embedding whole chunks of a 100k corpus would dominate the run).
 - latency: `KnowledgeService.search` in process, as RAG chat calls it: the query embedded by
   the real model, HNSW + full text on PostgreSQL, MaxSim on the top 20 from token vectors
   stored at ingest (synthetic ones for the corpus; the query's are real), and for contrast
@@ -113,7 +113,7 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 async def real_vectors(inference: Inference, texts: list[str], cache: Path, row: Callable[[str], None]) -> np.ndarray:
-    """Real embeddings of each chunk's first 32 words (all 150 would take ~20 min), cached."""
+    """Real embeddings of each chunk's first 32 words (all of them would dominate the run), cached."""
     heads = [" ".join(t.split()[:32]) for t in texts]
     key = hashlib.sha256(("\n".join(heads[:50]) + str(len(heads))).encode()).hexdigest()[:16]
     path = cache / f"bench-knowledge-{key}.npy"

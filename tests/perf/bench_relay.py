@@ -5,7 +5,7 @@
 Fills one spool slot with chat outcomes (two events each), then times a relay publishing
 them all to an embedded NATS. Prints wall time and the relay's own CPU (user + system) per
 event for each run and their median: the relay's share of the events-on cost that
-bench_events measures as gateway RPS (docs/events.md, "Benchmark").
+bench_events measures as gateway RPS (figures: docs/benchmarks.md).
 """
 
 from __future__ import annotations
