@@ -51,6 +51,7 @@ def create_app(settings: Settings, services: Services) -> ReceiveInScope:
     ollama.add_routes(app, services.chat, services.directory, services.router, services.embeddings,
                       max_inputs=cfg.embed_max_inputs, finish=finish)
     app.add_route("/healthz", HealthResource())
-    app.add_route("/readyz", ReadyResource(services.backends, services.readiness))
+    app.add_route("/readyz", ReadyResource(services.backends, services.readiness,
+                                           breakers=services.chat.upstreams.states))
     app.add_route("/metrics", MetricsResource(services.collectors))
     return ReceiveInScope(app)

@@ -60,14 +60,44 @@ class RouteConfig(_Strict):
 
 class ModelConfig(_Strict):
     id: Annotated[str, Field(min_length=1)]
-    backend: str
+    backend: str | tuple[str, ...]          # one backend, or replicas balanced by outstanding requests
     upstream_id: str | None = None
     owned_by: str | None = None
     context_length: Annotated[int | None, Field(gt=0)] = None
-    description: str = ""
+    description: str = ""                   # the model card a router compares prompts with
+    examples: tuple[str, ...] = ()          # a few prompts this model is for (the card's examples)
     tags: tuple[str, ...] = ()
     price_input_per_mtok: Annotated[float, Field(ge=0)] = 0.0
     price_output_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    fallbacks: tuple[str, ...] = ()         # catalog models tried in order when this one fails before the first byte
+
+    @field_validator("backend")
+    @classmethod
+    def _some_backend(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        if isinstance(value, tuple) and not value:
+            raise ValueError("at least one backend")
+        return value
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return (self.backend,) if isinstance(self.backend, str) else self.backend
+
+
+class RouterWeights(_Strict):
+    quality: Annotated[float, Field(ge=0)] = 1.0
+    latency: Annotated[float, Field(ge=0)] = 0.0
+    cost: Annotated[float, Field(ge=0)] = 0.0
+
+
+class RouterConfig(_Strict):
+    """A virtual model: the prompt picks one of `candidates` by their model cards."""
+
+    id: Annotated[str, Field(min_length=1)]
+    candidates: Annotated[tuple[str, ...], Field(min_length=1)]
+    default: str                            # the fail-open choice
+    weights: RouterWeights | None = None
+    max_cost_per_mtok: Annotated[float | None, Field(ge=0)] = None
+    budget_ms: Annotated[float, Field(gt=0)] = 50.0   # past this the default is used
 
 
 class ApiKeyConfig(_Strict):
@@ -81,6 +111,7 @@ class Catalog(_Strict):
     backends: tuple[BackendConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
+    routers: tuple[RouterConfig, ...] = ()
     api_keys: tuple[ApiKeyConfig, ...] = ()
 
     @model_validator(mode="after")
@@ -94,11 +125,25 @@ class Catalog(_Strict):
                 raise _FieldError(f"routes[{i}].backend", f"unknown backend {route.backend!r}")
         seen: set[str] = set()
         for i, model in enumerate(self.models):
-            if model.backend not in names:
-                raise _FieldError(f"models[{i}].backend", f"unknown backend {model.backend!r}")
+            for backend in model.backends:
+                if backend not in names:
+                    raise _FieldError(f"models[{i}].backend", f"unknown backend {backend!r}")
             if model.id in seen:
                 raise _FieldError(f"models[{i}].id", f"duplicate model {model.id!r}")
             seen.add(model.id)
+        for i, model in enumerate(self.models):
+            for fallback in model.fallbacks:
+                if fallback not in seen or fallback == model.id:
+                    raise _FieldError(f"models[{i}].fallbacks", f"not another catalog model: {fallback!r}")
+        for i, router in enumerate(self.routers):
+            if router.id in seen:
+                raise _FieldError(f"routers[{i}].id", f"{router.id!r} is a model id too")
+            for candidate in router.candidates:
+                if candidate not in seen:
+                    raise _FieldError(f"routers[{i}].candidates", f"unknown model {candidate!r}")
+            if router.default not in router.candidates:
+                raise _FieldError(f"routers[{i}].default", f"{router.default!r} is not one of the candidates")
+            seen.add(router.id)
         return self
 
     def backend(self, name: str) -> BackendConfig:
@@ -147,6 +192,16 @@ class KnowledgeSettings(_Strict):
     db_pool_max: Annotated[int, Field(ge=1, le=200)] = 10
     db_breaker_cooldown_s: Annotated[float, Field(gt=0)] = 5.0       # after PostgreSQL failed: no tries for this long
     db_breaker_max_cooldown_s: Annotated[float, Field(gt=0)] = 60.0  # doubling while it stays down, up to this
+
+
+class RoutingSettings(_Strict):
+    """Backends' breakers and the loaded-model poll."""
+
+    breaker_failures: Annotated[int, Field(ge=1)] = 3          # consecutive failures that open a backend's breaker
+    breaker_cooldown_s: Annotated[float, Field(gt=0)] = 5.0    # then no request for this long, doubling ...
+    breaker_max_cooldown_s: Annotated[float, Field(gt=0)] = 120.0  # ... up to this while it stays down
+    loaded_poll_s: Annotated[float, Field(ge=0)] = 15.0        # how often replicas are asked what they have loaded; 0: never
+    bytes_per_token: Annotated[float, Field(gt=0)] = 2.5       # prompt bytes per token when a backend cannot count (an overestimate)
 
 
 class EventSettings(_Strict):
@@ -224,6 +279,7 @@ class Settings(BaseSettings):
     inference_url: str | None = None
     knowledge: KnowledgeSettings = KnowledgeSettings()
     events: EventSettings = EventSettings()
+    routing: RoutingSettings = RoutingSettings()
     inference: InferenceSettings = InferenceSettings()
     catalog: Catalog = Catalog()
 

@@ -1,6 +1,7 @@
 """The composition root of one gateway worker: every feature built from its inputs, in order.
 
     backends, router, directory     the catalog's backends (with their capabilities) and names
+    upstreams                       each backend's breaker, outstanding requests and loaded models
     metrics recorder                counts chats, tokens and cost for /metrics
     inference                       embedder + reranker (in process, or gRPC with fallback)
     events                          the spool recorder (when NATS is configured)
@@ -25,8 +26,9 @@ from typing import Any
 import orjson
 
 from appliance.api.errors import status_of
-from appliance.api.metrics import MetricsRecorder
+from appliance.api.metrics import MetricsRecorder, report_backend_breaker
 from appliance.backends.capabilities import capabilities_of
+from appliance.backends.loaded_poll import LoadedModelPoll
 from appliance.backends.openai_compat import HttpPool, OpenAICompatBackend
 from appliance.config import Settings, read_secret
 from appliance.domain.chat import ChatService
@@ -36,6 +38,7 @@ from appliance.domain.models import ModelDirectory
 from appliance.domain.ports import ChatBackend
 from appliance.domain.records import FanoutRecorder, Recorder
 from appliance.domain.routing import ModelEntry, ModelRouter, RouteRule
+from appliance.domain.upstreams import BreakerPolicy, Upstreams
 from appliance.events.wiring import build_events
 from appliance.feature import Feature, ReadinessCheck
 from appliance.inference.fallback import served_path
@@ -92,7 +95,7 @@ class Services:
 def build_backends(settings: Settings, pool: HttpPool) -> dict[str, ChatBackend]:
     return {
         b.name: OpenAICompatBackend(
-            b.name, b.base_url, pool, capabilities=capabilities_of(b),
+            b.name, b.base_url, pool, capabilities=capabilities_of(b), kind=b.kind,
             api_key=read_secret(b.api_key_env, b.api_key_credential),
             headers=b.headers,
             timeout_s=b.timeout_s or settings.upstream_timeout_s,
@@ -105,8 +108,9 @@ def build_backends(settings: Settings, pool: HttpPool) -> dict[str, ChatBackend]
 def build_router(settings: Settings) -> ModelRouter:
     catalog = settings.catalog
     return ModelRouter(
-        [ModelEntry(m.id, m.backend, m.upstream_id or m.id, m.owned_by or m.backend, m.context_length,
-                    m.description, m.tags, m.price_input_per_mtok, m.price_output_per_mtok) for m in catalog.models],
+        [ModelEntry(m.id, m.backends, m.upstream_id or m.id, m.owned_by or m.backends[0], m.context_length,
+                    m.description, m.tags, m.price_input_per_mtok, m.price_output_per_mtok, m.fallbacks, m.examples)
+         for m in catalog.models],
         [RouteRule(r.pattern, r.backend) for r in catalog.routes],
     )
 
@@ -118,6 +122,11 @@ def build_services(settings: Settings) -> Services:
     directory = ModelDirectory(router, backends, ttl_s=settings.models_cache_ttl_s,
                                discover={b.name: b.discover for b in settings.catalog.backends})
     features = [Feature("upstream", start=pool.start, close=pool.close)]
+    cfg = settings.routing
+    upstreams = Upstreams(backends, BreakerPolicy(cfg.breaker_failures, cfg.breaker_cooldown_s,
+                                                  cfg.breaker_max_cooldown_s), on_change=report_backend_breaker)
+    replicated = sorted({b for m in settings.catalog.models if len(m.backends) > 1 for b in m.backends})
+    features.append(LoadedModelPoll(backends, replicated, upstreams, cfg.loaded_poll_s).feature())
 
     inference = Inference(settings)
     features.append(inference.feature())
@@ -134,8 +143,8 @@ def build_services(settings: Settings) -> Services:
         features.append(knowledge.feature)
 
     embeddings = EmbeddingService(inference.embedder, inference.reranker, recorder, served_by=served_path.get)
-    chat = ChatService(router, backends, directory, OrjsonCodec(), status_of=status_of, recorder=recorder,
-                       context=knowledge.service if knowledge else None,
-                       default_top_k=settings.knowledge.rag_top_k)
+    chat = ChatService(router, backends, directory, OrjsonCodec(), status_of=status_of, upstreams=upstreams,
+                       recorder=recorder, context=knowledge.service if knowledge else None,
+                       default_top_k=settings.knowledge.rag_top_k, bytes_per_token=cfg.bytes_per_token)
     return Services(settings, router, backends, directory, chat, embeddings,
                     knowledge.service if knowledge else None, tuple(features))

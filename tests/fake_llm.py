@@ -15,12 +15,18 @@ as an unknown field) or globally (`POST /_control` with the same keys):
   fragments: int         stream each tool call's arguments in this many pieces (default 1)
   inject: [str]          raw SSE `data:` payloads sent after the first token, as given (malformed
                          chunks, non-JSON lines: what a broken backend streams)
+  pad_bytes: int         add a `fake_pad` field of this many bytes to every streamed chunk: a long
+                         stream in few events, without growing the answer's text
+  huge_bytes: int        an answer of about this many bytes, written 1 MiB at a time (never held
+                         whole): one JSON body, or (streamed) one SSE `data:` line after the first event
+  huge_declared: bool    with `huge_bytes`, non-streamed: send its Content-Length (default: chunked)
 
 The request itself is honoured as an OpenAI server would: `max_tokens` (or
 `max_completion_tokens`) cuts the answer with finish_reason "length", and `stop` cuts it at the
 first stop string with finish_reason "stop" and, as vLLM reports it, `"stop_reason": "<string>"`.
 
-`GET /_stats` counts streams completed and cancelled by the peer. `GET /_requests` returns every chat request body received (newest last); `DELETE /_requests`
+`GET /_stats` counts streams `started`, `completed` and `cancelled` by the peer (a huge answer
+the peer stopped reading counts as cancelled), and `stream_bytes`: the token and huge bytes written. `GET /_requests` returns every chat request body received (newest last); `DELETE /_requests`
 clears them. `/v1/models` lists `--models`.
 """
 
@@ -34,7 +40,9 @@ from typing import Any
 
 from aiohttp import web
 
-_STATE: dict[str, Any] = {"control": {}, "requests": [], "models": ["fake-model"], "cancelled": 0, "completed": 0}
+_STATE: dict[str, Any] = {"control": {}, "requests": [], "models": ["fake-model"], "cancelled": 0, "completed": 0,
+                          "started": 0, "stream_bytes": 0}
+_MIB = 1 << 20
 
 
 def _knobs(body: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +119,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if tools:
         finish, matched = "tool_calls", None
     delay = float(knobs.get("delay_ms", 0)) / 1000.0
+    if knobs.get("huge_bytes") and not body.get("stream"):
+        return await _huge_json(request, model, created, int(knobs["huge_bytes"]), bool(knobs.get("huge_declared")))
     if not body.get("stream"):
         if delay:
             await asyncio.sleep(delay)
@@ -129,6 +139,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         })
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
+    _STATE["started"] += 1
+    pad = "x" * int(knobs.get("pad_bytes") or 0)
 
     def event(delta: dict[str, Any], finish: str | None = None, usage: Any = None, stop: str | None = None) -> bytes:
         chunk: dict[str, Any] = {
@@ -140,10 +152,15 @@ async def chat(request: web.Request) -> web.StreamResponse:
         if usage is not None:
             chunk["usage"] = usage
             chunk["choices"] = []
+        if pad:
+            chunk["fake_pad"] = pad
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
     try:
         await resp.write(event({"role": "assistant", "content": ""}))
+        if knobs.get("huge_bytes"):
+            head = b'data: {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "'
+            await _write_huge(resp, head, int(knobs["huge_bytes"]), b'"}, "finish_reason": null}]}\n\n')
         cut = knobs.get("disconnect_after")
         for i, piece in enumerate(pieces):
             if cut is not None and i >= int(cut):
@@ -152,7 +169,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 return resp
             if delay:
                 await asyncio.sleep(delay)
-            await resp.write(event({"content": piece}))
+            data = event({"content": piece})
+            _STATE["stream_bytes"] += len(data)
+            await resp.write(data)
             if i == 0:
                 for raw in knobs.get("inject") or ():
                     await resp.write(b"data: " + str(raw).encode("utf-8", "surrogateescape") + b"\n\n")
@@ -176,6 +195,37 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def _write_huge(resp: web.StreamResponse, head: bytes, size: int, tail: bytes) -> None:
+    """`head`, then "x" up to `size` bytes in all, then `tail`: 1 MiB per write."""
+    await resp.write(head)
+    left = max(size - len(head) - len(tail), 0)
+    piece = b"x" * _MIB
+    while left > 0:
+        part = piece if left >= _MIB else piece[:left]
+        _STATE["stream_bytes"] += len(part)
+        await resp.write(part)
+        left -= len(part)
+    await resp.write(tail)
+
+
+async def _huge_json(request: web.Request, model: str, created: int, size: int, declared: bool) -> web.StreamResponse:
+    head = json.dumps({"id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model})
+    head_bytes = head[:-1].encode() + b', "choices": [{"index": 0, "message": {"role": "assistant", "content": "'
+    tail = b'"}, "finish_reason": "stop"}]}'
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    if declared:
+        resp.content_length = max(size, len(head_bytes) + len(tail))
+    await resp.prepare(request)
+    try:
+        await _write_huge(resp, head_bytes, size, tail)
+        await resp.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        _STATE["cancelled"] += 1  # the gateway stopped reading and closed the connection
+        raise
+    _STATE["completed"] += 1
+    return resp
+
+
 async def models(_: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [
         {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in _STATE["models"]]})
@@ -187,13 +237,13 @@ async def control(request: web.Request) -> web.Response:
 
 
 async def stats(_: web.Request) -> web.Response:
-    return web.json_response({"cancelled": _STATE["cancelled"], "completed": _STATE["completed"]})
+    return web.json_response({k: _STATE[k] for k in ("started", "completed", "cancelled", "stream_bytes")})
 
 
 async def requests_seen(request: web.Request) -> web.Response:
     if request.method == "DELETE":
         _STATE["requests"].clear()
-        _STATE["cancelled"] = _STATE["completed"] = 0
+        _STATE["cancelled"] = _STATE["completed"] = _STATE["started"] = _STATE["stream_bytes"] = 0
     return web.json_response(_STATE["requests"])
 
 

@@ -43,10 +43,10 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def spawn(args: list[str], port: int, *, env: dict[str, str] | None = None, log: Path | None = None,
-          timeout: float = 30.0) -> subprocess.Popen[bytes]:
+          timeout: float = 30.0, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the child
     # Its own process group: what it forks (Granian workers, the relay) can be killed with it.
-    proc = subprocess.Popen([sys.executable, *args], env=env or child_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, *args], env=env or child_env(), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         wait_port(port, proc, timeout)

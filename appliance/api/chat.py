@@ -25,14 +25,15 @@ class ChatCompletions:
         model, stream = validate_chat(body)
         creq = chat_request(req, body, model, stream)
         plan = await self._chat.plan(creq)
-        plan_headers(req, resp, plan)
         if not stream:
             reply = await self._chat.complete(creq, plan)
+            plan_headers(req, resp, plan)
             resp.data = orjson.dumps(reply.body)
             resp.content_type = falcon.MEDIA_JSON
             overhead(resp, creq, reply.upstream_ms)
             return
         events = await self._chat.open_stream(creq, plan)
+        plan_headers(req, resp, plan)
         stream_head(resp, "text/event-stream")
         overhead(resp, creq, events.upstream_ms)
         req.context.defer_log = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import falcon
@@ -27,15 +27,19 @@ class ReadyResource:
     dependencies are reported, and degrade only the features that need them."""
 
     def __init__(self, backends: Mapping[str, ChatBackend], checks: Mapping[str, ReadinessCheck],
-                 timeout_s: float = 3.0) -> None:
+                 timeout_s: float = 3.0, breakers: Callable[[], Mapping[str, str]] = dict) -> None:
         self._backends = backends
         self._checks = checks
         self._timeout = timeout_s
+        self._breakers = breakers
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         names = list(self._backends)
         backend_results = await asyncio.gather(*(self._probe(self._backends[n]) for n in names))
         backends = dict(zip(names, backend_results, strict=True))
+        for name, state in self._breakers().items():
+            if name in backends:
+                backends[name]["breaker"] = state
         deps_names = list(self._checks)
         dep_results = await asyncio.gather(*(self._check(self._checks[n]) for n in deps_names))
         dependencies = dict(zip(deps_names, dep_results, strict=True))

@@ -30,15 +30,16 @@ class Messages:
         creq = chat_request(req, call.body, call.model, call.stream, call.extensions)
         message_id = f"msg_{req.context.cid}"
         plan = await self._chat.plan(creq)
-        plan_headers(req, resp, plan)
         if not call.stream:
             reply = await self._chat.complete(creq, plan)
+            plan_headers(req, resp, plan)
             resp.data = orjson.dumps(message_response(reply.body, model=call.model, message_id=message_id,
                                                       stop_sequences=call.stop_sequences))
             resp.content_type = falcon.MEDIA_JSON
             overhead(resp, creq, reply.upstream_ms)
             return
         chunks = await self._chat.open_chunks(creq, plan)
+        plan_headers(req, resp, plan)
         stream_head(resp, "text/event-stream")
         overhead(resp, creq, chunks.upstream_ms)
         req.context.defer_log = True

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, Final
 
 import falcon
 import falcon.asgi
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from appliance.domain.breaker import State
 from appliance.domain.records import ChatOutcome, EmbeddingOutcome, RetrievalOutcome
 
 HTTP_REQUESTS = Counter("appliance_http_requests_total", "HTTP requests answered",
@@ -20,11 +29,15 @@ HTTP_DURATION = Histogram("appliance_http_request_duration_seconds", "Time to th
                           ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 TOKENS = Counter("appliance_tokens_total", "Tokens processed", ["direction", "model"])
 COST = Counter("appliance_cost_usd_total", "Cost of chat completions by catalog prices", ["model"])
+BACKEND_BREAKER = Gauge("appliance_backend_breaker_state", "Backend breaker: 0 closed, 1 open, 2 half-open",
+                        ["backend"], multiprocess_mode="max")
+FALLBACKS = Counter("appliance_chat_fallbacks_total", "Chats answered by a fallback model", ["model", "fallback"])
 MALFORMED = Counter("appliance_upstream_malformed_events_total",
                     "Upstream stream events skipped because they were not a readable chunk", ["backend"])
 CHATS = Counter("appliance_chat_completions_total", "Chat completions", ["model", "backend", "route", "streaming", "status"])
 
 
+log = logging.getLogger(__name__)
 _children: dict[tuple[object, ...], Any] = {}
 METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 OTHER: Final = "other"
@@ -83,6 +96,15 @@ class MetricsResource:
         resp.content_type = CONTENT_TYPE_LATEST
 
 
+def report_backend_breaker(name: str, state: State) -> None:
+    """A backend's breaker changed state: the gauge, and a line an operator will look for."""
+    BACKEND_BREAKER.labels(name).set(int(state))
+    if state is State.OPEN:
+        log.warning("backend breaker open: its requests go to replicas and fallbacks", extra={"backend": name})
+    elif state is State.CLOSED:
+        log.info("backend breaker closed", extra={"backend": name})
+
+
 class MetricsRecorder:
     """Counts tokens, cost and completions per model from chat outcomes."""
 
@@ -96,6 +118,9 @@ class MetricsRecorder:
             labelled(TOKENS, "output", model).inc(outcome.usage.completion_tokens)
         if outcome.cost_usd:
             labelled(COST, model).inc(outcome.cost_usd)
+        fallback = outcome.routing.get("fallback") if outcome.routing else None
+        if fallback:
+            labelled(FALLBACKS, model_label(fallback["from"]), model_label(fallback["to"])).inc()
         if outcome.malformed_events:
             labelled(MALFORMED, outcome.backend).inc(outcome.malformed_events)
 

@@ -57,15 +57,16 @@ class Generation:
             return
         creq = chat_request(req, call.body, call.model, call.stream, call.extensions)
         plan = await self._chat.plan(creq)
-        plan_headers(req, resp, plan)
         if not call.stream:
             answer = await self._chat.complete(creq, plan)
+            plan_headers(req, resp, plan)
             timings = Timings(total_ns=ns(time.perf_counter() - creq.received_at), eval_ns=ns(answer.upstream_ms / 1000))
             resp.data = orjson.dumps(reply(answer.body, chat=self._chat_shape, model=call.model,
                                            created_at=timestamp(time.time()), timings=timings))
             overhead(resp, creq, answer.upstream_ms)
             return
         chunks = await self._chat.open_chunks(creq, plan)
+        plan_headers(req, resp, plan)
         stream_head(resp, NDJSON)
         overhead(resp, creq, chunks.upstream_ms)
         req.context.defer_log = True

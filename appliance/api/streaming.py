@@ -119,8 +119,14 @@ def rag_top_k(req: falcon.asgi.Request) -> int | None:
 
 
 def plan_headers(req: falcon.asgi.Request, resp: falcon.asgi.Response, plan: ChatPlan) -> None:
-    req.context.backend = plan.target.backend
-    resp.set_header("x-appliance-backend", plan.target.backend)
+    """What answered and how, once the backend has: set after the call, before the head goes out."""
+    req.context.backend = plan.backend
+    resp.set_header("x-appliance-backend", plan.backend)
+    if plan.fallback_from is not None:
+        resp.set_header("x-appliance-fallback", f"{plan.fallback_from} -> {plan.target.model_id}")
+    if plan.routing:
+        resp.set_header("x-appliance-selected-model", str(plan.routing.get("selected", "")))
+        resp.set_header("x-appliance-route-reason", str(plan.routing.get("reason", "")))
     resp.set_header("x-appliance-route", plan.route)
     if plan.route == "rag":
         resp.set_header("x-appliance-sources", ",".join(plan.sources))

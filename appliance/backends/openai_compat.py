@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from appliance.backends.server_state import loaded_from, loaded_paths, token_count, tokenize_request
 from appliance.domain.errors import (
     BackendRejected,
     BackendTimeout,
@@ -25,6 +26,7 @@ from appliance.domain.ports import Capabilities, UpstreamReply
 from appliance.openai.sse import DONE, SSEDecoder
 
 _JSON = {"Content-Type": "application/json"}
+_PROBE_MAX_BYTES = 1 << 20  # a server's model list or token count: never more than this
 
 
 class HttpPool:
@@ -54,10 +56,12 @@ class HttpPool:
 class OpenAICompatBackend:
     """One configured backend; shares the worker's `HttpPool`."""
 
-    def __init__(self, name: str, base_url: str, pool: HttpPool, *, capabilities: Capabilities,
+    def __init__(self, name: str, base_url: str, pool: HttpPool, *, capabilities: Capabilities, kind: str = "openai",
                  api_key: str | None = None, headers: Mapping[str, str] | None = None, timeout_s: float = 600.0,
                  connect_timeout_s: float = 5.0) -> None:
         self.name = name
+        self.kind = kind
+        self._root = self.base_url_root(base_url)
         self.capabilities = capabilities
         self.base_url = base_url.rstrip("/")
         self._pool = pool
@@ -111,6 +115,42 @@ class OpenAICompatBackend:
             raise
         except Exception as exc:
             raise self._translate(exc) from exc
+
+    @staticmethod
+    def base_url_root(base_url: str) -> str:
+        """The server's root: the base URL without its OpenAI `/v1`."""
+        url = base_url.rstrip("/")
+        return url[:-3] if url.endswith("/v1") else url
+
+    async def count_tokens(self, payload: Mapping[str, Any]) -> int | None:
+        ask = tokenize_request(self.kind, str(payload.get("model", "")), payload.get("messages") or [])
+        if ask is None:
+            return None
+        answer = await self._probe("POST", ask[0], ask[1])
+        return None if answer is None else token_count(self.kind, answer)
+
+    async def loaded_models(self) -> frozenset[str] | None:
+        for path in loaded_paths(self.kind):
+            answer = await self._probe("GET", path)
+            loaded = None if answer is None else loaded_from(path, answer)
+            if loaded is not None:
+                return loaded
+        return None
+
+    async def _probe(self, method: str, path: str, body: Any = None) -> Any:
+        """A small side request (a server's own API): its JSON, or None on any failure."""
+        try:
+            async with self._pool.session.request(
+                    method, f"{self._root}{path}", data=None if body is None else orjson.dumps(body),
+                    headers=self._headers, timeout=self._probe_timeout) as resp:
+                if resp.status >= 400:
+                    return None
+                raw = b""
+                while len(raw) <= _PROBE_MAX_BYTES and (part := await resp.content.read(65536)):
+                    raw += part
+                return None if len(raw) > _PROBE_MAX_BYTES else orjson.loads(raw)
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, RuntimeError):
+            return None
 
     def _decode(self, raw: bytes) -> dict[str, Any]:
         try:

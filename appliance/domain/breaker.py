@@ -81,17 +81,27 @@ class Breaker:
                 self.cooldown_s = self.base_cooldown_s
                 self._set(State.CLOSED)
 
-    def failure(self) -> None:
+    def failure(self, retry_after_s: float | None = None) -> None:
+        """A failed call. `retry_after_s`, the dependency's own Retry-After, opens the
+        breaker at once for at least that long."""
         with self._lock:
             self._failures += 1
             self._probing = False
-            if self._state is State.HALF_OPEN:
+            if retry_after_s is not None and retry_after_s > 0:
+                self.cooldown_s = max(self.cooldown_s, min(retry_after_s, self.max_cooldown_s))
+            elif self._state is State.HALF_OPEN:
                 self.cooldown_s = min(self.cooldown_s * 2, self.max_cooldown_s)
             elif self._failures < self.failure_threshold:
                 return
             self._opened_at = self._clock()
             if self._state is not State.OPEN:
                 self._set(State.OPEN)
+
+    @property
+    def refusing(self) -> bool:
+        """Open and still cooling down: a call now would be refused (no side effect)."""
+        with self._lock:
+            return self._state is State.OPEN and self._clock() - self._opened_at < self.cooldown_s
 
     def abandon(self) -> None:
         """A call that was let through ended without a verdict (cancelled): let another probe."""

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from appliance.domain.attempts import Answered, Walk
 from appliance.domain.chat_stream import ChatStream
 from appliance.domain.chunk_shape import body_problem, chunk_problem
 from appliance.domain.errors import (
@@ -26,6 +27,7 @@ from appliance.domain.rag import ContextProvider, inject
 from appliance.domain.records import ChatOutcome, NullRecorder, Recorder
 from appliance.domain.routing import ModelRouter, Target
 from appliance.domain.tally import Tally
+from appliance.domain.upstreams import Upstreams
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,19 @@ class ChatRequest:
 
 @dataclass(slots=True)
 class ChatPlan:
+    """How a request will be answered. Until the call, `target` is the model asked for and
+    `backend` its first backend; after it, the model and backend that answered."""
+
     target: Target
-    payload: dict[str, Any]
+    payload: dict[str, Any]          # the request as every backend gets it (model and extensions fitted per try)
     route: str = "direct"
     sources: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
     wants_usage: bool = False
+    chain: tuple[Target, ...] = ()   # target, then its fallbacks
+    backend: str = ""
+    fallback_from: str | None = None  # the model asked for, when a fallback answered
+    routing: dict[str, Any] = field(default_factory=dict)  # a router's decision: router, selected, reason
 
 
 @dataclass(slots=True)
@@ -87,9 +96,11 @@ class ChatService:
         codec: JsonCodec,
         *,
         status_of: Callable[[BaseException], int],
+        upstreams: Upstreams | None = None,
         recorder: Recorder | None = None,
         context: ContextProvider | None = None,
         default_top_k: int = 5,
+        bytes_per_token: float = 2.5,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._router = router
@@ -97,6 +108,8 @@ class ChatService:
         self._directory = directory
         self._codec = codec
         self._status_of = status_of
+        self.upstreams = upstreams or Upstreams(backends)
+        self._walk = Walk(backends, self.upstreams, dumps=codec.dumps, bytes_per_token=bytes_per_token, clock=clock)
         self._recorder: Recorder = recorder or NullRecorder()
         self._context = context
         self._top_k = default_top_k
@@ -112,18 +125,20 @@ class ChatService:
             raise ModelNotFound(model)
         return found
 
+    def _chain(self, target: Target) -> tuple[Target, ...]:
+        if target.entry is None or not target.entry.fallbacks:
+            return (target,)
+        chain = [target]
+        for name in target.entry.fallbacks:
+            found = self._router.find(name)
+            if found is not None and found.backend in self._backends:
+                chain.append(Target(target.requested, found.backend, found.upstream_model, found.entry))
+        return tuple(chain)
+
     async def plan(self, req: ChatRequest) -> ChatPlan:
         target = await self.target(req.model)
-        payload = req.body if not target.renamed else {**req.body, "model": target.upstream_model}
-        if req.extensions:
-            accepted = self._backends[target.backend].capabilities.extension_fields
-            extra = {k: v for k, v in req.extensions.items() if k in accepted}
-            if len(extra) < len(req.extensions):
-                log.debug("extension fields not sent: the backend does not take them",
-                          extra={"backend": target.backend, "fields": sorted(set(req.extensions) - set(extra))})
-            if extra:
-                payload = {**payload, **extra}
-        plan = ChatPlan(target, payload)
+        payload = req.body
+        plan = ChatPlan(target, payload, chain=self._chain(target), backend=target.backend)
         if req.stream:
             options = payload.get("stream_options")
             plan.wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
@@ -151,17 +166,22 @@ class ChatService:
         plan.payload = {**plan.payload, "messages": inject(plan.payload.get("messages") or [], ctx)}
 
     async def complete(self, req: ChatRequest, plan: ChatPlan) -> ChatReply:
-        backend = self._backends[plan.target.backend]
         started = self._clock()
         tally = Tally()
         status, error = 200, None
-        try:
-            reply = await backend.complete(plan.payload)
-            body = reply.body
+
+        async def call(backend: ChatBackend, payload: dict[str, Any]) -> dict[str, Any]:
+            body = (await backend.complete(payload)).body
             problem = body_problem(body)
             if problem:
                 raise BackendUnavailable(f"backend {backend.name} sent a malformed answer: {problem}",
                                          backend=backend.name)
+            return body
+
+        try:
+            body, answered = await self._walk.run(plan.chain, plan.payload, req.extensions, call)
+            self.upstreams.done(answered.backend)
+            self._answered(plan, answered)
             tally.add_body(body)
             body["model"] = req.model
             if plan.route == "rag":
@@ -191,13 +211,26 @@ class ChatService:
                           self._ender(req, plan, upstream, tally, started))
 
     async def _open(self, req: ChatRequest, plan: ChatPlan) -> tuple[UpstreamStream, float]:
-        backend = self._backends[plan.target.backend]
         started = self._clock()
+
+        async def call(backend: ChatBackend, payload: dict[str, Any]) -> UpstreamStream:
+            return await backend.open_stream(payload)
+
         try:
-            return await backend.open_stream(plan.payload), started
+            upstream, answered = await self._walk.run(plan.chain, plan.payload, req.extensions, call)
         except BaseException as exc:
             self._record(req, plan, Tally(), started, *self._failed(exc), streaming=True)
             raise
+        self._answered(plan, answered)
+        return upstream, started
+
+    def _answered(self, plan: ChatPlan, answered: Answered) -> None:
+        if answered.target.entry is not plan.target.entry:
+            plan.fallback_from = plan.target.model_id
+            plan.warnings.append(f"{plan.target.model_id} failed; answered by {answered.target.model_id}")
+        plan.target = answered.target
+        plan.backend = answered.backend
+        plan.payload = answered.payload
 
     def _failed(self, exc: BaseException) -> tuple[int, str]:
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
@@ -212,6 +245,7 @@ class ChatService:
             try:
                 await upstream.aclose()
             finally:
+                self.upstreams.done(plan.backend)
                 self._record(req, plan, tally, started, status, error, streaming=True)
         return end
 
@@ -258,9 +292,18 @@ class ChatService:
             else:
                 problem = "not a JSON object"
         tally.skipped += 1
-        log.debug("skipped an unreadable upstream stream event", extra={"backend": plan.target.backend,
+        log.debug("skipped an unreadable upstream stream event", extra={"backend": plan.backend,
                                                                         "problem": problem})
         return None
+
+    @staticmethod
+    def _routing(plan: ChatPlan) -> dict[str, Any]:
+        if not plan.routing and plan.fallback_from is None:
+            return {}
+        out = dict(plan.routing)
+        if plan.fallback_from is not None:
+            out["fallback"] = {"from": plan.fallback_from, "to": plan.target.model_id}
+        return out
 
     def _record(self, req: ChatRequest, plan: ChatPlan, tally: Tally, started: float, status: int,
                 error: str | None, *, streaming: bool) -> None:
@@ -272,7 +315,7 @@ class ChatService:
                 correlation_id=req.correlation_id,
                 model=req.model,
                 upstream_model=plan.target.upstream_model,
-                backend=plan.target.backend,
+                backend=plan.backend,
                 route=plan.route,
                 streaming=streaming,
                 messages=plan.payload.get("messages") or (),
@@ -289,6 +332,7 @@ class ChatService:
                 sources=plan.sources,
                 started_at=time.time() - (now - req.received_at),
                 malformed_events=tally.skipped,
+                routing=self._routing(plan),
             ))
         except Exception:  # recording must never break a response
             log.exception("recording the chat outcome failed")

@@ -56,6 +56,15 @@ class ChatBackend(Protocol):
         """GET /models -> the `data` list. Raises `UpstreamError` subclasses."""
         ...
 
+    async def count_tokens(self, payload: Mapping[str, Any]) -> int | None:
+        """The prompt's tokens by the backend's own tokenizer (`/tokenize`), or None when it
+        has none or cannot say."""
+        ...
+
+    async def loaded_models(self) -> frozenset[str] | None:
+        """The models the server has in memory now, or None when it cannot say."""
+        ...
+
 
 class Embedder(Protocol):
     """Turns texts into L2-normalised dense vectors."""

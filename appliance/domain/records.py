@@ -54,6 +54,7 @@ class ChatOutcome:
     sources: Sequence[str] = ()     # document ids injected by RAG
     started_at: float = 0.0         # unix time
     malformed_events: int = 0       # upstream stream events skipped as unreadable
+    routing: Mapping[str, Any] = field(default_factory=dict)  # a router's choice, a fallback taken
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -15,10 +15,11 @@ _CACHE_MAX: Final = 4096
 
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
-    """An explicit catalog model: an alias or rename onto a backend, with metadata."""
+    """An explicit catalog model: an alias or rename onto one backend or several replicas,
+    with its card (description, examples), prices and the models to fall back on."""
 
     id: str
-    backend: str
+    backends: tuple[str, ...]
     upstream_id: str
     owned_by: str = "appliance"
     context_length: int | None = None
@@ -26,6 +27,13 @@ class ModelEntry:
     tags: tuple[str, ...] = ()
     price_input_per_mtok: float = 0.0
     price_output_per_mtok: float = 0.0
+    fallbacks: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
+
+    @property
+    def backend(self) -> str:
+        """The first backend (the one named when there are no replicas)."""
+        return self.backends[0]
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.price_input_per_mtok + completion_tokens * self.price_output_per_mtok) / 1e6
@@ -39,7 +47,8 @@ class RouteRule:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where one request goes: `upstream_model` is sent, `requested` is shown to the client."""
+    """Where one request may go: `upstream_model` is sent, `requested` is shown to the
+    client; `backends` are the replicas that serve it (one, unless the catalog lists more)."""
 
     requested: str
     backend: str
@@ -49,6 +58,15 @@ class Target:
     @property
     def renamed(self) -> bool:
         return self.requested != self.upstream_model
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return self.entry.backends if self.entry is not None else (self.backend,)
+
+    @property
+    def model_id(self) -> str:
+        """The catalog id when there is an entry (what fallbacks and routers name), else the name."""
+        return self.entry.id if self.entry is not None else self.requested
 
 
 class ModelRouter:

@@ -1,6 +1,7 @@
-"""Hypothesis strategies for hostile request bodies: each endpoint's schema with every field
-either a valid value or a wrong one (wrong type, NUL bytes, integers past 64 bits, NaN,
-unicode, JSON nested past what any encoder takes), plus arbitrary JSON and raw bytes.
+"""Hypothesis strategies for hostile request bodies: each endpoint's schema, valid, then with
+one to three nodes at any depth replaced by a wrong value or removed (every JSON type, NUL
+bytes, integers past 64 bits, NaN, unicode line separators, JSON nested past what any encoder
+takes), plus arbitrary JSON.
 
 Bodies are Python values; `encode` makes them request bytes. JSON nested deeper than Python's
 own encoder can write is drawn as a `Deep` marker and written out as text by `encode`.
@@ -8,6 +9,7 @@ own encoder can write is drawn as a `Deep` marker and written out as text by `en
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping
@@ -56,14 +58,21 @@ def encode(body: Any, *, ascii_only: bool = True) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def mostly(usual: st.SearchStrategy[Any], other: st.SearchStrategy[Any], odds: int = 4) -> st.SearchStrategy[Any]:
+    """`usual` `odds` times out of `odds + 1`, else `other` (`one_of` would drop repeated
+    branches, so it cannot weight)."""
+    return st.integers(0, odds).flatmap(lambda i: other if i == odds else usual)
+
+
 short_text = st.text(max_size=24)
 nul_text = st.builds(lambda a, b: f"{a}\x00{b}", st.text(max_size=8), st.text(max_size=8))
 surrogate_text = st.text(st.characters(categories=["Cs", "Ll"]), min_size=1, max_size=4)
 huge_int = st.sampled_from(HUGE_INTS)
 deep = st.builds(Deep, st.sampled_from(DEPTHS), st.sampled_from("lo"))
 
-scalar = st.one_of(st.none(), st.booleans(), st.integers(), huge_int, st.floats(), short_text, nul_text,
-                   surrogate_text)
+# NaN, infinities and lone surrogates make JSON orjson will not read: a few, not half the bodies.
+scalar = st.one_of(st.none(), st.booleans(), st.integers(), huge_int, st.floats(allow_nan=False, allow_infinity=False),
+                   short_text, nul_text, mostly(short_text, st.one_of(st.floats(), surrogate_text), 6))
 json_value = st.recursive(scalar, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(short_text, inner, max_size=4)), max_leaves=12)
 wrong = st.one_of(scalar, deep, st.lists(scalar, max_size=3), st.dictionaries(short_text, scalar, max_size=3),
@@ -71,37 +80,77 @@ wrong = st.one_of(scalar, deep, st.lists(scalar, max_size=3), st.dictionaries(sh
 """A value of any type: what a field gets when it is not given a valid one."""
 
 
-def mostly(usual: st.SearchStrategy[Any], other: st.SearchStrategy[Any], odds: int = 4) -> st.SearchStrategy[Any]:
-    """`usual` `odds` times out of `odds + 1`, else `other` (`one_of` would drop repeated
-    branches, so it cannot weight)."""
-    return st.integers(0, odds).flatmap(lambda i: other if i == odds else usual)
-
-
-def field(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """Mostly a valid value, else a wrong one: most bodies get past their first fields to
-    the one that is wrong."""
-    return mostly(valid, wrong)
-
-
 def shaped(required: Mapping[str, st.SearchStrategy[Any]],
            optional: Mapping[str, st.SearchStrategy[Any]] | None = None) -> st.SearchStrategy[dict[str, Any]]:
-    """Objects of this schema, each field valid or wrong, required ones sometimes missing,
-    with a few unknown fields now and then (which must pass through, not break anything)."""
-    req = {k: field(v) for k, v in required.items()}
-    opt = {k: field(v) for k, v in (optional or {}).items()}
-    known = set(req) | set(opt) | RESERVED
+    """Valid objects of this schema, with unknown fields now and then (which must pass
+    through, not break anything). `mutated` makes them wrong."""
+    known = set(required) | set(optional or {}) | RESERVED
     extras = st.dictionaries(short_text.filter(lambda k: k not in known), json_value, max_size=2)
-    base = mostly(st.fixed_dictionaries(req, optional=opt), st.fixed_dictionaries({}, optional={**req, **opt}))
-    return st.builds(lambda b, e: {**e, **b}, base, mostly(st.just({}), extras, 2))
+    base = st.fixed_dictionaries(dict(required), optional=dict(optional or {}))
+    return st.builds(lambda b, e: {**e, **b}, base, mostly(st.just({}), extras, 3))
 
 
 def listing(item: st.SearchStrategy[Any], max_size: int = 4) -> st.SearchStrategy[Any]:
     return st.lists(item, min_size=1, max_size=max_size)
 
 
+# What a mutation puts in place of a node: every JSON type, and the values that crashed before.
+HOSTILE: Final = (None, True, 0, -1, 1.5, 2**63, 2**64, 10**20, "", "\x00", "a\x00b", "\u2028", [], {}, ["user"],
+                  {"role": "user"}, [[[]]], Deep(255, "l"), Deep(300, "o"), Deep(1024, "l"))
+GONE: Final = object()  # a mutation that removes the node
+hostile = st.one_of(st.sampled_from(HOSTILE), wrong)
+
+
+def paths(body: Any) -> list[tuple[Any, ...]]:
+    """Where every node below the root is, outer ones first."""
+    out: list[tuple[Any, ...]] = []
+    level: list[tuple[tuple[Any, ...], Any]] = [((), body)]
+    while level:
+        below = []
+        for path, node in level:
+            items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+            for key, child in items:
+                out.append((*path, key))
+                below.append(((*path, key), child))
+        level = below
+    return out
+
+
+def mutate(body: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """A copy of `body` with the node at `path` replaced by `value` (or removed: `GONE`)."""
+    body = copy.deepcopy(body)
+    *parents, last = path
+    parent = body
+    for key in parents:
+        parent = parent[key]
+    if value is GONE:
+        del parent[last]
+    else:
+        parent[last] = value
+    return body
+
+
+def _mutation(body: Any) -> st.SearchStrategy[Any]:
+    where = paths(body)
+    if not where:
+        return hostile
+    # A seeded Random picks the node: `sampled_from` would mostly pick the first (the model).
+    return st.builds(lambda rnd, value: mutate(body, rnd.choice(where), value), st.randoms(use_true_random=True),
+                     st.one_of(st.just(GONE), hostile))
+
+
+def mutated(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Bodies of `strategy` with one node (or, a time in three, two), at any depth, replaced
+    by a wrong value or removed: the rest stays valid, so the wrong value reaches the code
+    that reads it."""
+    once = strategy.flatmap(_mutation)
+    return mostly(once, once.flatmap(_mutation), 2)
+
+
 def some_json(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """The endpoint's shaped bodies, or any JSON at all, or one deep value."""
-    return mostly(strategy, st.one_of(json_value, deep))
+    """Mostly the endpoint's bodies mutated; else valid ones, any JSON at all, or one deep value."""
+    return st.integers(0, 9).flatmap(lambda i: mutated(strategy) if i < 7 else strategy if i < 8
+                                     else st.one_of(json_value, deep))
 
 
 model = st.one_of(st.sampled_from(MODELS), short_text.map(lambda s: f"qwen3-{s}"))
@@ -196,9 +245,62 @@ _metadata = st.one_of(st.dictionaries(short_text, json_value, max_size=4),
                       st.just({"big": "x" * 70_000}))
 _document = shaped({"id": document_id, "text": st.one_of(st.text(min_size=3, max_size=40), st.just("word " * 50))},
                    {"metadata": _metadata})
-documents = st.one_of(_document, st.lists(_document, max_size=3), shaped({"documents": st.lists(_document, max_size=3)}))
+documents = st.one_of(_document, listing(_document, 3), shaped({"documents": listing(_document, 3)}))
 search = shaped({"query": short_text}, {"top_k": st.integers(1, 100), "mode": st.sampled_from(["dense", "text", "hybrid"]),
                                         "rerank": st.booleans()})
-query_param = st.one_of(st.integers(-5, 2000).map(str), st.sampled_from(["", "99999999999999999999", "-1", "1e3", "٣",
-                                                                          "²", "0x10", " 5", str(2**63)]),
-                        st.text(max_size=6))
+QUERY_VALUES: Final = ("", "0", "1", "1000", "1001", "99999999999999999999", str(2**63 - 1), str(2**63), "-1", "1e3",
+                       "1.5", "٣", "²", "0x10", " 5", "\x00", "a")
+query_param = st.one_of(st.integers(-5, 2000).map(str), st.sampled_from(QUERY_VALUES), st.text(max_size=6))
+
+# One rich valid body per endpoint, for the sweep that puts every HOSTILE value (and nothing)
+# in place of each of its nodes in turn: the systematic half of the fuzz.
+PNG: Final = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGMAAQAABQABDQottAAAAABJRU5ErkJggg=="
+_SCHEMA: Final = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+CANONICAL: Final[dict[str, dict[str, Any]]] = {
+    "/v1/chat/completions": {
+        "model": "coder", "stream": False, "temperature": 0.5, "top_p": 0.9, "max_tokens": 20, "stop": ["END"],
+        "seed": 7, "user": "u", "tool_choice": "auto", "response_format": {"type": "text"},
+        "tools": [{"type": "function", "function": {"name": "weather", "description": "d", "parameters": _SCHEMA}}],
+        "messages": [{"role": "system", "content": "be brief"},
+                     {"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                  {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]},
+                     {"role": "assistant", "content": None, "tool_calls": [
+                         {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+                     {"role": "tool", "tool_call_id": "c1", "content": "sunny"}],
+    },
+    "/v1/messages": {
+        "model": "coder", "max_tokens": 20, "stream": False, "system": [{"type": "text", "text": "be brief"}],
+        "temperature": 0.5, "top_p": 0.9, "top_k": 5, "stop_sequences": ["END"], "metadata": {"user_id": "u"},
+        "tools": [{"name": "weather", "description": "d", "input_schema": _SCHEMA}],
+        "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
+        "messages": [{"role": "user", "content": [
+                         {"type": "text", "text": "hi"},
+                         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]},
+                     {"role": "assistant", "content": [{"type": "text", "text": "checking"},
+                                                       {"type": "tool_use", "id": "t1", "name": "weather",
+                                                        "input": {"city": "Oslo"}}]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "is_error": False,
+                                                   "content": [{"type": "text", "text": "sunny"}]}]}],
+    },
+    "/api/chat": {
+        "model": "coder", "stream": False, "format": _SCHEMA, "keep_alive": "5m",
+        "options": {"temperature": 0.5, "top_p": 0.9, "seed": 7, "num_predict": 20, "top_k": 5, "stop": ["END"]},
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": _SCHEMA}}],
+        "messages": [{"role": "system", "content": "be brief"},
+                     {"role": "user", "content": "hi", "images": [PNG]},
+                     {"role": "assistant", "content": "", "tool_calls": [
+                         {"function": {"name": "weather", "arguments": {"city": "Oslo"}}}]},
+                     {"role": "tool", "content": "sunny", "tool_name": "weather"}],
+    },
+    "/api/generate": {"model": "coder", "stream": False, "prompt": "hi", "system": "be brief", "images": [PNG],
+                      "format": "json", "options": {"temperature": 0.5, "num_predict": 20, "stop": "END"}},
+    "/api/show": {"model": "coder", "verbose": False},
+    "/v1/embeddings": {"model": "m", "input": ["hello", "world"], "encoding_format": "float", "dimensions": 384},
+    "/v1/rerank": {"model": "m", "query": "heat", "documents": ["heat pump", {"text": "router"}], "top_n": 1,
+                   "return_documents": True},
+    "/api/embed": {"model": "m", "input": ["hello", "world"], "dimensions": 384, "truncate": True},
+    "/api/embeddings": {"model": "m", "prompt": "hello"},
+    "/v1/knowledge/fuzz-sweep/documents": {"documents": [
+        {"id": "a.md", "text": "The heat pump moves warmth.", "metadata": {"room": "utility", "tags": ["x"], "n": 1}}]},
+    "/v1/knowledge/fuzz/search": {"query": "heat pump", "top_k": 3, "mode": "hybrid", "rerank": True},
+}

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tests.conftest import Gateway
 from tests.fuzz import strategies as s
 
-EXAMPLES: Final = 300
+EXAMPLES: Final = 150
 FUZZ: Final = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=False,
                        suppress_health_check=list(HealthCheck))
 
@@ -100,6 +100,25 @@ def test_no_body_gets_a_5xx(http: httpx.Client, path: str) -> None:
     run()
 
 
+@pytest.mark.parametrize("path", list(s.CANONICAL))
+def test_every_node_of_a_valid_body_with_every_wrong_value(http: httpx.Client, path: str) -> None:
+    """The systematic half: each node of the endpoint's rich valid body in turn replaced by each
+    HOSTILE value, or removed. All failures are reported, not only the first."""
+    body = s.CANONICAL[path]
+    answered(ok := post(http, path, body))
+    assert ok.status_code in (200, 201), ok.text
+    failures = []
+    for where in s.paths(body):
+        for value in (*s.HOSTILE, s.GONE):
+            resp = post(http, path, s.mutate(body, where, value))
+            try:
+                answered(resp)
+            except AssertionError as exc:
+                failures.append(f"{'.'.join(map(str, where))} = {'(removed)' if value is s.GONE else repr(value)}: "
+                                f"{str(exc)[:200]}")
+    assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:20])
+
+
 @pytest.mark.parametrize("path", list(POSTS))
 def test_no_raw_bytes_get_a_5xx(http: httpx.Client, path: str) -> None:
     @settings(FUZZ, max_examples=EXAMPLES // 3)
@@ -131,6 +150,24 @@ def test_no_document_gets_a_5xx_nor_breaks_its_workspace(http: httpx.Client, wor
 def test_no_listing_gets_a_5xx(http: httpx.Client, workspace: str, limit: str | None, offset: str | None) -> None:
     params = {k: v for k, v in (("limit", limit), ("offset", offset)) if v is not None}
     answered(http.get(documents_path(workspace), params=params))
+
+
+def test_every_hostile_path_and_query_value(http: httpx.Client) -> None:
+    """The systematic half for what is not a body: workspaces, document ids, limit and offset."""
+    failures = []
+    for workspace in ("fuzz", "x" * 64, "x" * 65, "ws\x00nul", "ws\n", "%00", "ünï"):
+        for value in s.QUERY_VALUES:
+            for params in ({"limit": value}, {"offset": value}):
+                try:
+                    answered(http.get(documents_path(workspace), params=params))
+                except AssertionError as exc:
+                    failures.append(f"{workspace!r} {params}: {str(exc)[:200]}")
+        for document_id in (*s.QUERY_VALUES, "a\x00b", "x" * 513, "\u2028"):
+            try:
+                answered(http.delete(documents_path(workspace, "/" + urllib.parse.quote(document_id, safe=""))))
+            except AssertionError as exc:
+                failures.append(f"DELETE {workspace!r} {document_id!r}: {str(exc)[:200]}")
+    assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:20])
 
 
 @FUZZ

@@ -1,13 +1,16 @@
 """Event pipeline benchmark: gateway RPS with events on vs off (same run, alternating
 rounds), and persister throughput draining a backlog.
 
-    python -m tests.perf.bench_events [--seconds 5] [--rounds 5] [--events 50000]
+    python -m tests.perf.bench_events [--seconds 5] [--rounds 5] [--events 50000] [--baseline DIR]
 
 Two more conditions take the events-on difference apart. A gateway with events on but NATS
 unreachable: what it loses against events off is the serving processes' own share (the
 spool writes). The events-off gateway with a minimal publisher (jetstream_load.py) putting
 the same messages into the same JetStream at the events-on rate: nats-server's share, which
 no relay can save. Each row also gives CPU per chat by process and how idle the machine was.
+With `--baseline DIR` (another checkout, e.g. a `git worktree` of an older commit) its
+events-on and spool-only gateways take their turns in the same rounds, so a change to the
+serving path is compared with what it replaces under the same noise.
 
 Bars (issue 4): events on vs off under 3% apart; persister >= 5,000 events/s.
 """
@@ -104,6 +107,11 @@ CONDITIONS = {"on": "events on",
               "off": "events off"}
 
 
+# With --baseline: the same two gateways from the other checkout, beside this one's.
+BASELINE = {"base-on": "events on, baseline checkout",
+            "base-spool": "events on, NATS unreachable (spool only), baseline checkout"}
+
+
 def load_publisher(url: str, rate: float) -> subprocess.Popen[bytes]:
     """tests/perf/jetstream_load.py publishing `rate` messages per second to the NATS at `url`."""
     host, port = url.removeprefix("nats://").rsplit(":", 1)
@@ -118,6 +126,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout (e.g. a `git worktree` of an older commit) measured beside this one")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -133,7 +143,13 @@ def main() -> int:
             "spool": {"APPLIANCE_NATS_URL": f"nats://127.0.0.1:{procs.free_port()}"},  # nobody listens there
             "off": {"APPLIANCE_EVENTS__ENABLED": "false"}}
     gateways = {name: start_appliance(work, name, up_port, **env) for name, env in envs.items()}
-    conditions = {name: gateways["off" if name == "jetstream" else name] for name in CONDITIONS}
+    labels = dict(CONDITIONS)
+    if args.baseline is not None:
+        for name, of in (("base-on", "on"), ("base-spool", "spool")):
+            gateways[name] = start_appliance(work, name, up_port, tree=args.baseline.resolve(), **envs[of])
+        labels = {"on": CONDITIONS["on"], "base-on": BASELINE["base-on"], "spool": CONDITIONS["spool"],
+                  "base-spool": BASELINE["base-spool"], "jetstream": CONDITIONS["jetstream"], "off": CONDITIONS["off"]}
+    conditions = {name: gateways["off" if name == "jetstream" else name] for name in labels}
     body = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello"}]}
     rps: dict[str, list[float]] = {name: [] for name in conditions}
     # Per round, while wrk runs: CPU per chat (microseconds) of the gateway's processes, its
@@ -165,11 +181,11 @@ def main() -> int:
         for proc, _ in gateways.values():
             procs.stop(proc)
         upstream.terminate()
-    status = read_status(work / "on" / "spool") or {}
+    status = read_status(work / "on" / "spool") or {}  # the baseline's relay publishes its own
     left = sum(pending_bytes(d) for d in (work / "on" / "spool").iterdir() if d.is_dir())
     rows: list[tuple[str, str]] = []
     med_off = statistics.median(rps["off"])
-    for name, label in CONDITIONS.items():
+    for name, label in labels.items():
         med = statistics.median(rps[name])
         # Each round against the events-off round next to it: drift between rounds cancels out.
         paired = statistics.median((r - o) / o * 100 for r, o in zip(rps[name], rps["off"], strict=True))

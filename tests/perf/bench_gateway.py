@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,10 +122,10 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def start_appliance(work: Path, name: str, up_port: int, *, stream_prefix: str = "",
+def start_appliance(work: Path, name: str, up_port: int, *, stream_prefix: str = "", tree: Path = procs.ROOT,
                     **env: str) -> tuple[subprocess.Popen[bytes], int]:
     """One `appliance serve` worker routing bench-* to the upstream (bench-stream to its SSE path),
-    state under work/name, log in work/name.log."""
+    state under work/name, log in work/name.log; `tree` is the checkout whose code it runs."""
     work = outside_tree(work)
     catalog = work / f"{name}.toml"
     catalog.write_text(f'[[backends]]\nname = "bench"\nkind = "vllm"\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
@@ -134,8 +135,8 @@ def start_appliance(work: Path, name: str, up_port: int, *, stream_prefix: str =
                        '[[routes]]\npattern = "bench-*"\nbackend = "bench"\n')
     port = procs.free_port()
     proc = procs.spawn(["-m", "appliance", "serve", "--port", str(port), "--workers", "1", "--config", str(catalog)],
-                       port, log=work / f"{name}.log",
-                       env=procs.child_env(APPLIANCE_STATE_DIR=str(work / name), **env))
+                       port, log=work / f"{name}.log", cwd=tree,
+                       env=procs.child_env(APPLIANCE_STATE_DIR=str(work / name), PYTHONPATH=str(tree), **env))
     return proc, port
 
 
@@ -144,6 +145,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--litellm-bin", default=shutil.which("litellm"),
                         help="LiteLLM proxy executable (default: `litellm` on PATH); measured when present")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout (e.g. a `git worktree` of an older commit) measured beside this one")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole matrix; the table shows medians")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -157,6 +161,11 @@ def main() -> int:
         ("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None),
         ("appliance", f"http://127.0.0.1:{gw_port}/v1/chat/completions", gateway),
     ]
+    baseline = None
+    if args.baseline is not None:
+        baseline, base_port = start_appliance(work, "baseline", up_port, tree=args.baseline.resolve(),
+                                              stream_prefix="stream/" if upstream_kind == "nginx" else "")
+        targets.append(("baseline", f"http://127.0.0.1:{base_port}/v1/chat/completions", baseline))
     litellm = None
     if args.litellm_bin:
         lport = procs.free_port()
@@ -179,29 +188,41 @@ def main() -> int:
                             "-d", json.dumps(dict(body, stream=True, model="bench-stream"))],
                            capture_output=True, text=True, check=False).stdout
     assert probe.count("data: ") == 18 and probe.endswith("data: [DONE]\n\n"), probe[:500]
-    rows: list[tuple[Any, ...]] = []
+    runs: list[tuple[Any, ...]] = []
     try:
-        for mode in ("json", "stream"):
-            for conns in (1, 32):
-                direct_p50 = None
-                for name, url, proc in targets:
-                    b = dict(body, stream=True, model="bench-stream") if mode == "stream" else body
-                    if mode == "stream" and name == "direct" and upstream_kind == "nginx":
-                        url = url.replace("/v1/", "/stream/v1/")
-                    wrk(url, b, conns, 2, {})  # warm-up
-                    r = wrk(url, b, conns, args.seconds, {})
-                    if name == "direct":
-                        direct_p50 = r["p50"]
-                    added = r["p50"] - direct_p50 if direct_p50 is not None and name != "direct" else 0.0
-                    rows.append((mode, conns, name, r["rps"], r["p50"], r["p99"], added, r["errors"],
-                                 rss_mb(proc.pid) if proc else 0.0))
+        for _ in range(args.rounds):
+            for mode in ("json", "stream"):
+                for conns in (1, 32):
+                    direct_p50 = None
+                    for name, url, proc in targets:
+                        b = dict(body, stream=True, model="bench-stream") if mode == "stream" else body
+                        if mode == "stream" and name == "direct" and upstream_kind == "nginx":
+                            url = url.replace("/v1/", "/stream/v1/")
+                        wrk(url, b, conns, 2, {})  # warm-up
+                        r = wrk(url, b, conns, args.seconds, {})
+                        if name == "direct":
+                            direct_p50 = r["p50"]
+                        added = r["p50"] - direct_p50 if direct_p50 is not None and name != "direct" else 0.0
+                        runs.append((mode, conns, name, r["rps"], r["p50"], r["p99"], added, r["errors"],
+                                     rss_mb(proc.pid) if proc else 0.0))
     finally:
+        rows = medians(runs)
         procs.stop(gateway)
+        if baseline is not None:
+            procs.stop(baseline)
         upstream.terminate()
         if litellm:
             procs.stop(litellm)
         print_table(rows, upstream_kind, args.seconds)
     return 0
+
+
+def medians(runs: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per (mode, conns, target): the median of each figure over the rounds."""
+    groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for run in runs:
+        groups.setdefault(run[:3], []).append(run[3:])
+    return [(*key, *(statistics.median(col) for col in zip(*values, strict=True))) for key, values in groups.items()]
 
 
 def print_table(rows: list[tuple[Any, ...]], upstream_kind: str, seconds: int) -> None:

@@ -44,6 +44,12 @@ class Backend:
     async def list_models(self) -> list[dict[str, Any]]:
         return []
 
+    async def count_tokens(self, payload: Mapping[str, Any]) -> int | None:
+        return None
+
+    async def loaded_models(self) -> frozenset[str] | None:
+        return None
+
 
 class Outcomes:
     def __init__(self) -> None:
@@ -85,9 +91,11 @@ def kind(name: str) -> Capabilities:
 async def test_extension_fields_reach_only_backends_that_take_them(backend_kind: str, sent: bool) -> None:
     backend = Backend("b", kind(backend_kind))
     chat, _ = service(backend)
-    plan = await chat.plan(request("b-model", top_k=40, min_p=0.05))
-    assert ("top_k" in plan.payload and "min_p" in plan.payload) is sent
-    assert plan.payload["messages"] == [{"role": "user", "content": "hi"}]
+    req = request("b-model", top_k=40, min_p=0.05)
+    await chat.complete(req, await chat.plan(req))
+    [payload] = backend.sent
+    assert ("top_k" in payload and "min_p" in payload) is sent
+    assert payload["messages"] == [{"role": "user", "content": "hi"}]
 
 
 def test_capabilities_by_kind_and_overridden_in_the_catalog() -> None:

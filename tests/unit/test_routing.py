@@ -10,7 +10,7 @@ from appliance.domain.routing import ModelEntry, ModelRouter, RouteRule
 
 def router() -> ModelRouter:
     return ModelRouter(
-        [ModelEntry("coder", "vllm", "qwen3-coder:30b"), ModelEntry("qwen3-special", "ollama", "qwen3-special")],
+        [ModelEntry("coder", ("vllm",), "qwen3-coder:30b"), ModelEntry("qwen3-special", ("ollama",), "qwen3-special")],
         [RouteRule("qwen3-*", "vllm"), RouteRule("qwen*", "ollama"), RouteRule("nemotron-*", "llamacpp")],
     )
 
@@ -48,5 +48,5 @@ def test_unknown_model_raises_model_not_found() -> None:
 
 
 def test_cost_uses_per_million_token_prices() -> None:
-    entry = ModelEntry("m", "b", "m", price_input_per_mtok=3.0, price_output_per_mtok=15.0)
+    entry = ModelEntry("m", ("b",), "m", price_input_per_mtok=3.0, price_output_per_mtok=15.0)
     assert entry.cost(1_000_000, 100_000) == pytest.approx(4.5)
