@@ -120,7 +120,10 @@ def build_services(settings: Settings) -> Services:
     backends = build_backends(settings, pool)
     router = build_router(settings)
     directory = ModelDirectory(router, backends, ttl_s=settings.models_cache_ttl_s,
-                               discover={b.name: b.discover for b in settings.catalog.backends})
+                               discover={b.name: b.discover for b in settings.catalog.backends},
+                               virtual=[{"id": r.id, "object": "model", "created": 0, "owned_by": "appliance",
+                                         "router": {"candidates": list(r.candidates), "default": r.default}}
+                                        for r in settings.catalog.routers])
     features = [Feature("upstream", start=pool.start, close=pool.close)]
     cfg = settings.routing
     upstreams = Upstreams(backends, BreakerPolicy(cfg.breaker_failures, cfg.breaker_cooldown_s,

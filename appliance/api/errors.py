@@ -29,6 +29,7 @@ from appliance.anthropic.stream import sse_event
 from appliance.domain.errors import (
     ApplianceError,
     BackendRejected,
+    BackendsResting,
     BackendTimeout,
     BackendUnavailable,
     DependencyUnavailable,
@@ -71,6 +72,7 @@ KINDS: Final[Mapping[type[BaseException], Kind]] = {
     UpstreamError: Kind(502, "api_error"),
     BackendUnavailable: Kind(502, "api_error", "backend_unavailable"),
     BackendTimeout: Kind(504, "api_error", "backend_timeout"),
+    BackendsResting: Kind(503, "api_error", "backends_resting"),
     BackendRejected: Kind(400, "invalid_request_error"),  # status and type: the backend's own
     DependencyUnavailable: Kind(503, "service_unavailable", "dependency_unavailable"),
     ApplianceError: Kind(500, "server_error", level=logging.ERROR),

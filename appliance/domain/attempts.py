@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from appliance.domain.errors import (
     BackendRejected,
+    BackendsResting,
     BackendTimeout,
     BackendUnavailable,
     InvalidRequest,
@@ -111,7 +112,7 @@ class Walk:
             raise last
         names = sorted({b for t in fitting for b in t.backends})
         wait = self._upstreams.retry_in(names)
-        raise BackendUnavailable(f"no backend for '{chain[0].requested}' is taking requests now "
+        raise BackendsResting(f"no backend for '{chain[0].requested}' is taking requests now "
                                  f"({', '.join(names)}: failing, retried in {math.ceil(wait)} s)",
                                  backend=names[0] if names else "", retry_after=str(max(1, math.ceil(wait))))
 

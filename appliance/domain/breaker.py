@@ -83,12 +83,12 @@ class Breaker:
 
     def failure(self, retry_after_s: float | None = None) -> None:
         """A failed call. `retry_after_s`, the dependency's own Retry-After, opens the
-        breaker at once for at least that long."""
+        breaker at once for that long (up to the cap): it knows best when it can take more."""
         with self._lock:
             self._failures += 1
             self._probing = False
             if retry_after_s is not None and retry_after_s > 0:
-                self.cooldown_s = max(self.cooldown_s, min(retry_after_s, self.max_cooldown_s))
+                self.cooldown_s = min(retry_after_s, self.max_cooldown_s)
             elif self._state is State.HALF_OPEN:
                 self.cooldown_s = min(self.cooldown_s * 2, self.max_cooldown_s)
             elif self._failures < self.failure_threshold:

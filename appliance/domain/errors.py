@@ -13,6 +13,7 @@
     ├── UpstreamError           the LLM backend failed (`backend` names it)
     │   ├── BackendUnavailable  connection refused, reset, bad gateway, a broken answer
     │   ├── BackendTimeout      no answer within the timeout
+    │   ├── BackendsResting     every backend of the model is in its breaker's cool-down (or asked for rest)
     │   └── BackendRejected     the backend refused the request; its status and message pass through
     └── DependencyUnavailable   PostgreSQL, NATS or the inference service is down for a feature that needs it
 
@@ -92,6 +93,10 @@ class BackendUnavailable(UpstreamError):
 
 
 class BackendTimeout(UpstreamError):
+    pass
+
+
+class BackendsResting(UpstreamError):
     pass
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from appliance.domain.errors import UpstreamError
@@ -25,6 +25,7 @@ class ModelDirectory:
         *,
         ttl_s: float,
         discover: Mapping[str, bool] | None = None,
+        virtual: Sequence[Mapping[str, Any]] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._router = router
@@ -35,6 +36,7 @@ class ModelDirectory:
         self._fetched_at = float("-inf")
         self._discovered: list[tuple[str, dict[str, Any]]] = []
         self._lock = asyncio.Lock()
+        self._virtual = [dict(v) for v in virtual]  # routers: model objects no backend serves directly
 
     async def refresh(self, *, force: bool = False) -> None:
         async with self._lock:
@@ -70,6 +72,9 @@ class ModelDirectory:
                 item["description"] = entry.description
             out.append(item)
             seen.add(entry.id)
+        for item in self._virtual:
+            out.append(dict(item))
+            seen.add(item["id"])
         for backend, model in self._discovered:
             if model["id"] in seen:
                 continue

@@ -14,6 +14,7 @@ from appliance.domain.breaker import State
 from appliance.domain.chat import ChatRequest, ChatService
 from appliance.domain.errors import (
     BackendRejected,
+    BackendsResting,
     BackendTimeout,
     BackendUnavailable,
     InvalidRequest,
@@ -175,10 +176,10 @@ async def test_a_breaker_opens_after_n_failures_skips_at_no_cost_then_probes_and
     assert len(a.calls) == 1 and plan.backend == "a" and upstreams.breakers["a"].state is State.CLOSED
 
 
-async def test_every_backend_refusing_is_a_502_with_retry_after() -> None:
+async def test_every_backend_resting_is_a_503_with_retry_after() -> None:
     chat, _, upstreams = setup([ModelEntry("m", ("a",), "m")], Backend("a"), failures=1, cooldown=30)
     upstreams.failed("a")
-    with pytest.raises(BackendUnavailable) as err:
+    with pytest.raises(BackendsResting) as err:
         await answer(chat, request("m"))
     assert err.value.retry_after == "30" and "is taking requests now" in err.value.message
 

@@ -14,6 +14,7 @@ from appliance.domain import errors as domain_errors
 from appliance.domain.errors import (
     ApplianceError,
     BackendRejected,
+    BackendsResting,
     BackendTimeout,
     BackendUnavailable,
     DependencyUnavailable,
@@ -48,6 +49,7 @@ def test_every_domain_error_has_its_own_row() -> None:
     (RequestTimeout("slow"), 408, "invalid_request_error", "request_timeout", logging.WARNING),
     (BackendUnavailable("down", backend="b"), 502, "api_error", "backend_unavailable", logging.WARNING),
     (BackendTimeout("slow", backend="b"), 504, "api_error", "backend_timeout", logging.WARNING),
+    (BackendsResting("resting", backend="b"), 503, "api_error", "backends_resting", logging.WARNING),
     (DependencyUnavailable("pg"), 503, "service_unavailable", "dependency_unavailable", logging.WARNING),
     (ApplianceError("odd"), 500, "server_error", None, logging.ERROR),
 ])
