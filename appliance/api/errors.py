@@ -17,6 +17,7 @@ logged with its traceback) go through the same rows.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -85,6 +86,7 @@ _ANTHROPIC_TYPES: Final = {400: "invalid_request_error", 401: "authentication_er
                            404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
                            529: "overloaded_error"}
 INTERNAL: Final = "Internal server error"
+_FALCON_PARAM: Final = re.compile(r'^The "([^"]{1,64})" parameter')
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,10 @@ def failure_of(exc: BaseException) -> Failure:
                        getattr(exc, "retry_after", None))
     if isinstance(exc, falcon.HTTPError):
         status = exc.status_code
+        # Falcon's invalid/missing parameter errors name the parameter only in their text.
+        named = _FALCON_PARAM.match(exc.description or "")
         return Failure(status, _HTTP_TYPES.get(status, "api_error"), exc.description or exc.title or "error",
+                       named.group(1) if named else None,
                        level=logging.ERROR if status >= 500 else logging.WARNING)
     return Failure(kind.status, kind.type, INTERNAL, level=kind.level)
 

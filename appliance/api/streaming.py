@@ -113,7 +113,7 @@ def rag_top_k(req: falcon.asgi.Request) -> int | None:
     raw = req.get_header("x-rag-top-k")
     if raw is None:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
         raise InvalidRequest("x-rag-top-k must be an integer from 1 to 100", param="x-rag-top-k")
     return int(raw)
 

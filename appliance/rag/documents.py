@@ -53,7 +53,8 @@ def html_to_text(html: str) -> str:
 
 
 def read_text(path: Path) -> str:
-    raw = path.read_text(encoding="utf-8", errors="replace")
+    """A file's text; NUL bytes (which PostgreSQL text cannot hold) are dropped."""
+    raw = path.read_text(encoding="utf-8", errors="replace").replace("\x00", "")
     return html_to_text(raw) if path.suffix.lower() in HTML_SUFFIXES else raw
 
 

@@ -4,6 +4,8 @@ a legitimate answer: each one is a request the gateway failed to refuse."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import httpx
@@ -20,11 +22,13 @@ SEED_DOCS = [
 ]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def hypothesis_home(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Hypothesis caches unicode tables and constants in `.hypothesis/` under the cwd even with
-    no example database: send them to this run's temp dir, never into the working tree."""
-    configuration.set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis caches unicode tables and the constants of our modules in `.hypothesis/` under
+    the cwd even with no example database, the constants already while tests are collected:
+    send them to a temp dir of this run's own, never into the working tree."""
+    home = tempfile.mkdtemp(prefix="appliance-hypothesis-")
+    configuration.set_hypothesis_home_dir(home)
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
 
 
 @pytest.fixture(scope="session")

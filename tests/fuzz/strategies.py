@@ -1,7 +1,8 @@
 """Hypothesis strategies for hostile request bodies: each endpoint's schema, valid, then with
-one to three nodes at any depth replaced by a wrong value or removed (every JSON type, NUL
+one or two nodes at any depth replaced by a wrong value or removed (every JSON type, NUL
 bytes, integers past 64 bits, NaN, unicode line separators, JSON nested past what any encoder
-takes), plus arbitrary JSON.
+takes), plus arbitrary JSON; and one rich valid body per endpoint (`CANONICAL`) for a sweep
+that tries every `HOSTILE` value in every node.
 
 Bodies are Python values; `encode` makes them request bytes. JSON nested deeper than Python's
 own encoder can write is drawn as a `Deep` marker and written out as text by `encode`.
@@ -18,7 +19,7 @@ from typing import Any, Final
 
 from hypothesis import strategies as st
 
-# Nesting depths around every limit that matters: ours (64), orjson's dumps (255) and loads (1024).
+# Nesting depths around every limit that matters: ours (64), what orjson writes (254) and reads (1024).
 DEPTHS: Final = (2, 16, 63, 64, 65, 100, 128, 200, 254, 255, 256, 300, 512, 1000, 1023, 1024, 1025, 2000)
 HUGE_INTS: Final = (2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1, 10**20, 10**400, -(10**30))
 # Names the fake LLM's catalog routes (alias, rename, glob, discovered) and some it does not.
@@ -75,9 +76,9 @@ scalar = st.one_of(st.none(), st.booleans(), st.integers(), huge_int, st.floats(
                    short_text, nul_text, mostly(short_text, st.one_of(st.floats(), surrogate_text), 6))
 json_value = st.recursive(scalar, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(short_text, inner, max_size=4)), max_leaves=12)
+# A value of any type: what a field gets when it is not given a valid one.
 wrong = st.one_of(scalar, deep, st.lists(scalar, max_size=3), st.dictionaries(short_text, scalar, max_size=3),
                   json_value)
-"""A value of any type: what a field gets when it is not given a valid one."""
 
 
 def shaped(required: Mapping[str, st.SearchStrategy[Any]],

@@ -68,3 +68,10 @@ def test_valid_bodies_still_answer(gateway: Gateway, llm: FakeLLM) -> None:
         resp = httpx.post(gateway.url + path, json={**body, "future_field": {"kept": [1, 2]}}, timeout=30)
         assert resp.status_code == 200, (path, resp.text)
     assert all(sent.get("future_field") == {"kept": [1, 2]} for sent in llm.requests()[:1])  # passed through
+
+
+@pytest.mark.parametrize("value", ["²".encode("latin-1"), b"0", b"101", b"ten", b"-1"])
+def test_an_odd_rag_top_k_header_is_a_400(gateway: Gateway, value: bytes) -> None:
+    resp = httpx.post(f"{gateway.base_url}/chat/completions", timeout=10, headers={b"x-rag-top-k": value},
+                      json={"model": "coder", "messages": [{"role": "user", "content": "hi"}]})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "x-rag-top-k"

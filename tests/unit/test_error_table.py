@@ -76,6 +76,8 @@ def test_a_bug_is_500_and_never_shows_its_message() -> None:
 def test_falcon_errors_go_through_the_same_rows() -> None:
     failure = failure_of(falcon.HTTPMethodNotAllowed(["GET"]))
     assert failure.status == 405 and failure.type == "invalid_request_error"
+    invalid = failure_of(falcon.HTTPInvalidParam("must be an integer", "offset"))
+    assert invalid.status == 400 and invalid.param == "offset"
 
 
 def test_dialects_by_path() -> None:
