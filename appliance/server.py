@@ -1,4 +1,5 @@
-"""`appliance serve`: the Falcon app under Granian, with settings handed to the workers."""
+"""`appliance serve`: the Falcon app under Granian, with settings handed to the workers, and
+the children beside them: the event relay and the host's inference service."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import shutil
 
 from granian import Granian
 from granian.constants import Interfaces, Loops
+from granian.http import HTTP1Settings, HTTP2Settings
 
 from appliance import logs, signals
 from appliance.config import Settings
 from appliance.events.relay_process import RelaySupervisor
+from appliance.inference import host_service
 
 log = logging.getLogger(__name__)
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
+def worker_env(settings: Settings, inference_url: str | None = None) -> dict[str, str]:
     """What a worker needs to rebuild the same settings: command-line overrides, and the
     catalog as validated here (JSON), so workers never re-read a file that may have changed
-    and see what `appliance up` added to it."""
+    and see what `appliance up` added to it; `inference_url`, the host service's socket."""
     env = {"APPLIANCE_HOST": settings.host, "APPLIANCE_PORT": str(settings.port),
            "APPLIANCE_WORKERS": str(settings.workers), "APPLIANCE_STATE_DIR": str(settings.state_dir),
            "APPLIANCE_CATALOG": settings.catalog.model_dump_json()}
@@ -28,6 +31,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         env["APPLIANCE_DATABASE_URL"] = settings.database_url
     if settings.nats_url:
         env["APPLIANCE_NATS_URL"] = settings.nats_url
+    if inference_url:
+        env["APPLIANCE_INFERENCE_URL"] = inference_url
     return env
 
 
@@ -57,7 +62,9 @@ def is_loopback(host: str) -> bool:
 def serve(settings: Settings) -> int:
     logs.configure(settings.log_level)
     os.environ.pop("APPLIANCE_CONFIG", None)
-    os.environ.update(worker_env(settings))
+    # Models once per host: the workers call this child instead of loading their own.
+    inference = host_service.for_settings(settings)
+    os.environ.update(worker_env(settings, inference.url if inference is not None else None))
     prepare_metrics(settings)
     log.info("starting gateway", extra={"host": settings.host, "port": settings.port, "workers": settings.workers,
                                         "catalog": str(settings.config) if settings.config else None})
@@ -77,14 +84,24 @@ def serve(settings: Settings) -> int:
         log_access=False,
         respawn_failed_workers=True,
         workers_kill_timeout=int(settings.drain_timeout_s) + 5,
+        # Granian's defaults: a 408 KiB head on HTTP/1, a 16 MiB header list on HTTP/2.
+        http1_settings=HTTP1Settings(max_buffer_size=settings.max_header_bytes),
+        http2_settings=HTTP2Settings(max_headers_size=settings.max_header_bytes,
+                                     max_send_buffer_size=settings.max_header_bytes),
     )
     signals.guard_forks(server)  # a SIGTERM to a worker not yet at appliance.asgi's hold()
     relay = RelaySupervisor(stop_timeout_s=settings.events.relay_drain_s + 5) if settings.events_on else None
-    if relay is not None:
-        relay.start()  # before the workers: they only write the spool, the relay publishes it
+    # Both before the workers fork: the workers only write the spool, the relay publishes it;
+    # a starting worker waits for the inference service (host_service_wait_s), not we for it.
+    if inference is not None:
+        inference.start()
     try:
+        if relay is not None:
+            relay.start()
         server.serve()
     finally:
         if relay is not None:
             relay.stop()
+        if inference is not None:
+            inference.stop()  # after the workers: they call it until they have drained
     return 0

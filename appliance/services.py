@@ -29,7 +29,7 @@ from appliance.api.errors import status_of
 from appliance.api.metrics import MetricsRecorder, report_backend_breaker
 from appliance.backends.capabilities import capabilities_of
 from appliance.backends.loaded_poll import LoadedModelPoll
-from appliance.backends.openai_compat import HttpPool, OpenAICompatBackend
+from appliance.backends.openai_compat import HttpPool, OpenAICompatBackend, UpstreamLimits
 from appliance.config import Settings, read_secret
 from appliance.domain.chat import ChatService
 from appliance.domain.embeddings import EmbeddingService
@@ -116,7 +116,9 @@ def build_router(settings: Settings) -> ModelRouter:
 
 
 def build_services(settings: Settings) -> Services:
-    pool = HttpPool(max_connections=settings.upstream_max_connections)
+    pool = HttpPool(max_connections=settings.upstream_max_connections,
+                    limits=UpstreamLimits(settings.upstream_max_body_bytes, settings.upstream_max_event_bytes,
+                                          settings.upstream_socket_buffer_bytes))
     backends = build_backends(settings, pool)
     router = build_router(settings)
     directory = ModelDirectory(router, backends, ttl_s=settings.models_cache_ttl_s,

@@ -175,7 +175,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             if i == 0:
                 for raw in knobs.get("inject") or ():
                     await resp.write(b"data: " + str(raw).encode("utf-8", "surrogateescape") + b"\n\n")
-    except (ConnectionResetError, asyncio.CancelledError):
+    except (ConnectionError, asyncio.CancelledError):  # a reset, or aiohttp's "Connection lost" in a drain
         _STATE["cancelled"] += 1  # the gateway dropped the stream: the client went away
         raise
     for i, tool in enumerate(tools):
@@ -219,7 +219,7 @@ async def _huge_json(request: web.Request, model: str, created: int, size: int, 
     try:
         await _write_huge(resp, head_bytes, size, tail)
         await resp.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
+    except (ConnectionError, asyncio.CancelledError):
         _STATE["cancelled"] += 1  # the gateway stopped reading and closed the connection
         raise
     _STATE["completed"] += 1

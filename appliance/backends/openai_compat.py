@@ -4,12 +4,19 @@ aiohttp was chosen by measurement: of the clients tried (httpx, httpx over an ai
 transport), only it let a Falcon + Granian relay clear the gateway's throughput bar
 (docs/benchmarks.md). aiohttp and asyncio errors are translated here into the domain's
 `UpstreamError` tree.
+
+What it holds of an answer is bounded (`UpstreamLimits`): a JSON body is read in pieces and
+refused past its limit, one SSE event likewise, and each connection reads ahead a fixed amount,
+so a stream whose client reads slowly holds its upstream back (Granian's `send` waits while the
+client's socket is full; docs/faults.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -23,17 +30,37 @@ from appliance.domain.errors import (
     UpstreamError,
 )
 from appliance.domain.ports import Capabilities, UpstreamReply
-from appliance.openai.sse import DONE, SSEDecoder
+from appliance.openai.sse import DEFAULT_MAX_EVENT_BYTES, DONE, EventTooLarge, SSEDecoder
 
 _JSON = {"Content-Type": "application/json"}
+_READ_PIECE = 64 * 1024  # what one read hands on: a body grows by it, the SSE decoder is fed it
+_READ_AHEAD = 16 * 1024  # aiohttp's buffer per response: it stops reading the socket above twice this
+_ERROR_MAX_BYTES = 64 * 1024  # an error answer: only its message is used, the rest is dropped
 _PROBE_MAX_BYTES = 1 << 20  # a server's model list or token count: never more than this
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamLimits:
+    """How much of an upstream answer the gateway holds (`Settings.upstream_*`, same defaults).
+
+    `max_body_bytes`: a JSON answer or model list (decompressed); past it, a 502.
+    `max_event_bytes`: one SSE event (or line); past it the stream ends with an error frame.
+    `socket_buffer_bytes`: each upstream socket's receive buffer, fixed instead of autotuned
+    (up to `net.ipv4.tcp_rmem`'s maximum, 6-32 MiB): with aiohttp's read-ahead (`_READ_AHEAD`),
+    what a stalled stream lets its upstream send before TCP makes it wait.
+    """
+
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    socket_buffer_bytes: int = 256 * 1024
 
 
 class HttpPool:
     """The worker's one `aiohttp.ClientSession`, opened on the running loop at start-up."""
 
-    def __init__(self, *, max_connections: int) -> None:
+    def __init__(self, *, max_connections: int, limits: UpstreamLimits | None = None) -> None:
         self._limit = max_connections
+        self.limits = limits or UpstreamLimits()
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -43,9 +70,17 @@ class HttpPool:
         return self._session
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=30,
+                                         socket_factory=self._socket)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                              skip_auto_headers=("User-Agent",))
+                                              skip_auto_headers=("User-Agent",), read_bufsize=_READ_AHEAD)
+
+    def _socket(self, addr: aiohttp.AddrInfoType) -> socket.socket:
+        family, kind, proto, _, _ = addr
+        sock = socket.socket(family, kind, proto)
+        # Before connect, so the window it offers (and its scale) follows from it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.limits.socket_buffer_bytes)
+        return sock
 
     async def close(self) -> None:
         if self._session is not None:
@@ -77,10 +112,9 @@ class OpenAICompatBackend:
         try:
             async with self._pool.session.post(f"{self.base_url}/chat/completions", data=orjson.dumps(payload),
                                           headers=self._headers, timeout=self._timeout) as resp:
-                raw = await resp.read()
                 if resp.status >= 400:
-                    raise self._rejected(resp, raw)
-                return UpstreamReply(self._decode(raw))
+                    raise self._rejected(resp, await self._read_error(resp))
+                return UpstreamReply(self._decode(await self._read_body(resp)))
         except UpstreamError:
             raise
         except Exception as exc:
@@ -94,7 +128,7 @@ class OpenAICompatBackend:
             raise self._translate(exc) from exc
         if resp.status >= 400:
             try:
-                raw = await resp.read()
+                raw = await self._read_error(resp)
             except Exception:
                 raw = b""
             finally:
@@ -106,10 +140,9 @@ class OpenAICompatBackend:
         try:
             async with self._pool.session.get(f"{self.base_url}/models", headers=self._headers,
                                          timeout=self._probe_timeout) as resp:
-                raw = await resp.read()
                 if resp.status >= 400:
-                    raise self._rejected(resp, raw)
-                data = self._decode(raw).get("data")
+                    raise self._rejected(resp, await self._read_error(resp))
+                data = self._decode(await self._read_body(resp)).get("data")
                 return list(data) if isinstance(data, list) else []
         except UpstreamError:
             raise
@@ -152,7 +185,30 @@ class OpenAICompatBackend:
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, RuntimeError):
             return None
 
-    def _decode(self, raw: bytes) -> dict[str, Any]:
+    async def _read_body(self, resp: aiohttp.ClientResponse, limit: int | None = None) -> bytearray:
+        """The whole body, read in pieces; past `limit` (the pool's `max_body_bytes`) the
+        connection is closed, not returned half-read to the pool, and the answer refused."""
+        limit = self._pool.limits.max_body_bytes if limit is None else limit
+        body = bytearray()
+        if resp.content_length is None or resp.content_length <= limit:
+            async for piece in resp.content.iter_chunked(_READ_PIECE):
+                body += piece
+                if len(body) > limit:
+                    break
+            else:
+                return body
+        resp.close()
+        raise BackendUnavailable(f"backend {self.name} answered more than {limit} bytes "
+                                 "(upstream_max_body_bytes)", backend=self.name)
+
+    async def _read_error(self, resp: aiohttp.ClientResponse) -> bytes:
+        """An error answer's body for its message: a longer one is dropped (the status stays)."""
+        try:
+            return bytes(await self._read_body(resp, _ERROR_MAX_BYTES))
+        except BackendUnavailable:
+            return b""
+
+    def _decode(self, raw: bytes | bytearray) -> dict[str, Any]:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -197,9 +253,9 @@ class _Stream:
         self._done = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(self._backend._pool.limits.max_event_bytes)
         try:
-            async for chunk in self._resp.content.iter_any():
+            async for chunk in self._resp.content.iter_chunked(_READ_PIECE):
                 for data in decoder.feed(chunk):
                     if data == DONE:
                         self._done = True
@@ -210,6 +266,10 @@ class _Stream:
                     yield data
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._backend._translate(exc) from exc
+        except EventTooLarge as exc:  # aclose() then drops the connection with the rest unread
+            name = self._backend.name
+            raise BackendUnavailable(f"backend {name} sent a stream event of more than {exc.limit} bytes "
+                                     "(upstream_max_event_bytes)", backend=name) from exc
         if not self._done:
             raise BackendUnavailable(f"backend {self._backend.name} ended the stream early", backend=self._backend.name)
 

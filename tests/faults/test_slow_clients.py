@@ -3,19 +3,21 @@ client drains it, so neither its memory nor what it has read ahead grows with th
 
 50 clients each stream a ~33 MB answer (2,000 chunks padded to 16 KiB) and read 512 bytes every
 100 ms. What can sit between the upstream and a client is bounded: the kernel's send buffer on
-the gateway's client socket (up to `tcp_wmem`'s maximum), Granian's four frames, the gateway's
-read-ahead (`upstream_read_buffer_bytes`) and the kernel buffers of the upstream connection (its
-receive buffer fixed by the same setting, the fake LLM's send buffer up to `tcp_wmem`). So the
-fake LLM must still be writing every stream, having written far less than the answers, and the
-gateway worker's RSS must stay flat. Numbers are printed (`-s`) for docs/faults.md.
+the gateway's client socket (up to `tcp_wmem`'s maximum), Granian's four frames and its HTTP/1
+buffer (`max_header_bytes`), the gateway's read-ahead, and the kernel buffers of the upstream
+connection (its receive buffer fixed by `upstream_socket_buffer_bytes`, the fake LLM's send
+buffer up to `tcp_wmem`). So the fake LLM must still be writing every stream, having written far
+less than the answers, and the gateway worker's RSS must stay flat. Numbers are printed (`-s`)
+for docs/faults.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,7 @@ CLIENTS = 50
 TOKENS, PAD_BYTES = 2000, 16 * 1024          # ~33 MB per answer
 READ_BYTES, READ_EVERY_S, SLOW_S = 512, 0.1, 8.0
 CLIENT_RCVBUF = 16 * 1024                    # a slow reader's small window
-RSS_GROWTH_MAX_MIB = 40.0                    # the worker's whole growth for 50 stalled streams
+RSS_GROWTH_MAX_MIB = 50.0                    # the worker's growth for 50 stalled streams (docs/faults.md)
 
 
 @pytest.fixture
@@ -63,10 +65,23 @@ def _chat(port: int) -> int:
     return int(head.split()[1])
 
 
-def _wait(check: object, timeout: float) -> bool:
+def _settled_rss(gw: Gateway) -> float:
+    """The worker's RSS once a first chat has loaded what it loads and it stopped moving."""
+    assert _chat(gw.port) == 200
+    last = rss_mb(gw.proc.pid)
+    for _ in range(20):
+        time.sleep(0.5)
+        now = rss_mb(gw.proc.pid)
+        if abs(now - last) < 1.0:
+            return now
+        last = now
+    return last
+
+
+def _wait(check: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(check) and check():
+        if check():
             return True
         time.sleep(0.2)
     return False
@@ -75,9 +90,7 @@ def _wait(check: object, timeout: float) -> bool:
 @pytest.mark.slow
 def test_slow_readers_hold_back_the_upstream_and_the_worker_stays_flat(llm: FakeLLM, slow_gateway: Gateway) -> None:
     gw = slow_gateway
-    assert _chat(gw.port) == 200  # warm: the first request's imports and connections are not the streams' cost
-    time.sleep(0.5)
-    before = rss_mb(gw.proc.pid)
+    before = _settled_rss(gw)
     body = json.dumps({"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "hi"}],
                        "fake": {"tokens": TOKENS, "pad_bytes": PAD_BYTES}}).encode()
     answer_bytes = TOKENS * (PAD_BYTES + 200)
@@ -88,10 +101,8 @@ def test_slow_readers_hold_back_the_upstream_and_the_worker_stays_flat(llm: Fake
         started = time.monotonic()
         while time.monotonic() - started < SLOW_S:
             for i, sock in enumerate(socks):
-                try:
+                with contextlib.suppress(BlockingIOError):  # nothing arrived since the last read
                     drained[i] += len(sock.recv(READ_BYTES))
-                except BlockingIOError:
-                    pass
             peak = max(peak, rss_mb(gw.proc.pid))
             time.sleep(READ_EVERY_S)
         stats = llm.stats()
@@ -102,10 +113,11 @@ def test_slow_readers_hold_back_the_upstream_and_the_worker_stays_flat(llm: Fake
     print(f"\nslow clients: {CLIENTS} x {answer_bytes / 1e6:.0f} MB answers; worker RSS {before:.0f} -> peak "
           f"{peak:.0f} MiB (+{peak - before:.1f}); upstream wrote {written / 1e6:.2f} MB per stream, clients "
           f"drained {sum(drained) / CLIENTS / 1e3:.0f} kB each; upstream {stats}")
-    assert all(drained), "every client got part of its answer"
     assert stats["started"] == CLIENTS and stats["completed"] == 0, stats  # every upstream stream still open
-    # Read no faster than drained: what the upstream wrote is what clients read plus bounded buffers.
-    assert written < 2 * _wmem_max() + 4 * 1024 * 1024 < answer_bytes / 2, written
+    assert all(drained), f"{drained.count(0)} of {CLIENTS} clients got nothing"
+    # Read no faster than drained: what the upstream wrote is what its client read plus two kernel
+    # send buffers (the fake LLM's, the gateway's to the client) and the gateway's own share.
+    assert written < 2 * _wmem_max() + 1024 * 1024 < answer_bytes / 2, written
     assert peak - before < RSS_GROWTH_MAX_MIB, (before, peak)
     # The clients left: the gateway drops each upstream stream and keeps serving.
     assert _wait(lambda: llm.stats()["cancelled"] == CLIENTS, 15), llm.stats()
