@@ -4,6 +4,10 @@ The caller sees the same vectors either way (the service runs the same model fil
 the `appliance_inference_*` metrics and `served_path` (read by the HTTP layer for the
 `x-appliance-inference` header) tell the paths apart. A breaker keeps a dead service from
 costing a timeout on every call for `breaker_cooldown_s`.
+
+The local side is lazy (`inference/lazy.py`): it loads its model on the first call that
+falls back, not before, and token counts, `dimensions` and the tokenizer never need it, so
+a worker whose service answers holds no model.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from appliance.domain.breaker import Breaker
+from appliance.domain.errors import InvalidRequest
 from appliance.domain.ports import Reranker, RerankScore
 from appliance.inference.embedder import TokenEmbedder
 from appliance.inference.grpc_client import GrpcInference, RemoteUnavailable
+from appliance.inference.lazy import PromptEncoderLike
 from appliance.inference.metrics import CALLS, FALLBACKS
 
 log = logging.getLogger(__name__)
@@ -30,19 +36,34 @@ served_path: Final[ContextVar[str | None]] = ContextVar("served_path", default=N
 
 
 class Fallback:
-    def __init__(self, remote: GrpcInference, breaker: Breaker) -> None:
+    """`overload_falls_back=False` (this host's own service): a full service is not a dead
+    one. The call gets the 503 a full local queue would give, instead of loading a model
+    into the worker to run on the cores the service is already using."""
+
+    def __init__(self, remote: GrpcInference, breaker: Breaker, *, overload_falls_back: bool = True) -> None:
         self.remote = remote
         self.breaker = breaker
+        self.overload_falls_back = overload_falls_back
 
     async def call(self, op: str, remote: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
         if self.breaker.allow():
             try:
                 result = await remote()
             except RemoteUnavailable as exc:
+                if exc.reason == "overloaded" and not self.overload_falls_back:
+                    self.breaker.success()  # it answered
+                    log.warning("inference %s refused: %s", op, exc.message, extra={"op": op, "reason": exc.reason})
+                    raise
                 self.breaker.failure()
                 FALLBACKS.labels(op, exc.reason).inc()
                 log.warning("inference %s served in process: %s", op, exc.message,
                             extra={"op": op, "reason": exc.reason})
+            except InvalidRequest:
+                self.breaker.success()  # it answered
+                raise
+            except BaseException:
+                self.breaker.abandon()  # cancelled: no verdict, let the next call probe
+                raise
             else:
                 self.breaker.success()
                 CALLS.labels(op, "grpc").inc()
@@ -113,3 +134,28 @@ class FallbackReranker:
             return []
         return await self.fallback.call("rerank", lambda: self.fallback.remote.rerank(query, documents),
                                         lambda: self.local.rerank(query, documents))
+
+
+class FallbackPromptEncoder:
+    """The semantic router's `PromptEncoder` over the host's service, with an in-process
+    encoder behind it (a `lazy.LazyPromptEncoder`: none is held until a call falls back).
+
+    Give it a `Fallback` with a breaker of its own: a service without the encoder's
+    packages (FAILED_PRECONDITION) must not send the embeddings in process too.
+    `deadline_s` bounds the remote call by the router's budget instead of the client's."""
+
+    def __init__(self, fallback: Fallback, local: PromptEncoderLike, *, deadline_s: float | None = None) -> None:
+        self.fallback = fallback
+        self.local = local
+        self.model_id = local.model_id
+        self.deadline_s = deadline_s
+
+    async def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+
+        async def remote() -> list[list[float]]:
+            vectors = await self.fallback.remote.encode_prompts(texts, deadline_s=self.deadline_s)
+            return vectors.tolist()  # type: ignore[no-any-return]
+
+        return await self.fallback.call("encode_prompts", remote, lambda: self.local.encode(texts))

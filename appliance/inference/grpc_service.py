@@ -1,4 +1,5 @@
-"""gRPC servicers for `proto/inference.proto`, over the same `LocalModels` as the gateway.
+"""gRPC servicers for `proto/inference.proto`, over the same `LocalModels` as the gateway, and
+the semantic router's prompt encoder.
 
 Input is validated here (INVALID_ARGUMENT with a message naming the field); model calls
 go through the models' bounded executor, whose refusal becomes RESOURCE_EXHAUSTED.
@@ -6,22 +7,32 @@ go through the models' bounded executor, whose refusal becomes RESOURCE_EXHAUSTE
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import grpc
 
 from appliance.config import InferenceSettings
 from appliance.domain.errors import DependencyUnavailable
-from appliance.inference.executor import InferenceBusy
+from appliance.inference.executor import BoundedExecutor, InferenceBusy
 from appliance.inference.gen import inference_pb2 as pb
 from appliance.inference.gen import inference_pb2_grpc as pb_grpc
 from appliance.inference.local import LocalModels
+from appliance.inference.model_files import ModelFilesMissing
 from appliance.inference.wire import pack
+
+if TYPE_CHECKING:
+    from appliance.inference.prompt_encoder import PromptVectors
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[n].full_name
-                      for n in ("EmbeddingService", "RerankService"))
+                      for n in ("EmbeddingService", "RerankService", "PromptEncoderService"))
 
 
 class Limits:
@@ -64,9 +75,13 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         texts = await self._limits.texts(context, "texts", request.texts)
         embedder = self._models.embedder
-        vectors = await _guarded(context, lambda: embedder.embed_array(texts))
-        counts = await _guarded(context, lambda: embedder.executor.run(
-            lambda: embedder.encoder.tokenizer.counts(texts)))
+        encoder = embedder.encoder
+        if len(texts) <= encoder.batch_size:  # one thread hand-off per call, not two
+            vectors, counts = await _guarded(context, lambda: embedder.executor.run(
+                lambda: (encoder.embed(texts), encoder.tokenizer.counts(texts))))
+        else:
+            vectors = await _guarded(context, lambda: embedder.embed_array(texts))
+            counts = await _guarded(context, lambda: embedder.executor.run(lambda: encoder.tokenizer.counts(texts)))
         return pb.EmbedResponse(model_id=embedder.model_id, dimensions=embedder.dimensions,
                                 vectors=pack(vectors), token_counts=counts)
 
@@ -93,7 +108,78 @@ class RerankServicer(pb_grpc.RerankServiceServicer):
         return pb.RerankResponse(model_id=reranker.model_id, scores=[s.score for s in scores])
 
 
-def add_servicers(server: grpc.aio.Server, models: LocalModels, settings: InferenceSettings) -> None:
+def _load_prompt_vectors() -> PromptVectors:
+    # Imported here: the router's models and their packages, only when a router asks.
+    from appliance.inference.prompt_encoder import load_prompt_vectors
+
+    return load_prompt_vectors()
+
+
+class PromptServicer(pb_grpc.PromptEncoderServiceServicer):
+    """The semantic router's prompt encoder (inference/prompt_encoder.py), once for every
+    worker of the host. Loaded on the first call (concurrent first calls wait for the one
+    load; a failed load is tried again by the next call) or by `preload`. Its own executor:
+    a routing decision must not queue behind an embedding batch."""
+
+    def __init__(self, limits: Limits, executor: BoundedExecutor,
+                 load: Callable[[], PromptVectors] = _load_prompt_vectors) -> None:
+        self._limits = limits
+        self.executor = executor
+        self._load = load
+        self._vectors: PromptVectors | None = None
+        self._loading: asyncio.Future[PromptVectors] | None = None
+
+    async def vectors(self) -> PromptVectors:
+        if self._vectors is not None:
+            return self._vectors
+        if self._loading is None:
+            started = time.monotonic()
+            self._loading = asyncio.ensure_future(asyncio.to_thread(self._load))
+            self._loading.add_done_callback(lambda f: _loaded(f, started))
+        loading = self._loading
+        try:
+            self._vectors = await asyncio.shield(loading)
+        except BaseException:
+            if self._loading is loading and loading.done():  # failed, not merely our caller cancelled
+                self._loading = None
+            raise
+        return self._vectors
+
+    async def preload(self) -> None:
+        """Load now (for a background task at start); a failure is logged, and tried again
+        by the next call."""
+        with contextlib.suppress(Exception):
+            await self.vectors()
+
+    async def EncodePrompts(self, request: pb.EncodePromptsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.EncodePromptsResponse:
+        texts = await self._limits.texts(context, "texts", request.texts)
+        try:
+            vectors = await self.vectors()
+        except ModelFilesMissing as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"prompt encoder: {exc}")
+            raise  # pragma: no cover
+        array = await _guarded(context, lambda: self.executor.run(lambda: vectors.embed(texts)))
+        return pb.EncodePromptsResponse(model_id=vectors.model_id, dimensions=vectors.dimensions,
+                                        vectors=pack(array))
+
+
+def _loaded(future: asyncio.Future[PromptVectors], started: float) -> None:
+    if future.cancelled():
+        return
+    if future.exception() is not None:
+        log.warning("prompt encoder not loaded: %s", future.exception())
+    else:
+        log.info("prompt encoder loaded", extra={"model": future.result().model_id,
+                                                 "took_s": round(time.monotonic() - started, 3)})
+
+
+def add_servicers(server: grpc.aio.Server, models: LocalModels, settings: InferenceSettings) -> PromptServicer:
+    """Embedding, rerank and prompt-encoder servicers on `server`; the last is returned (its
+    loading and executor are the caller's to start and close)."""
     limits = Limits(settings)
+    prompts = PromptServicer(limits, BoundedExecutor(1, settings.max_concurrency, name="prompts"))
     pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(models, limits), server)  # type: ignore[no-untyped-call]
     pb_grpc.add_RerankServiceServicer_to_server(RerankServicer(models, limits), server)  # type: ignore[no-untyped-call]
+    pb_grpc.add_PromptEncoderServiceServicer_to_server(prompts, server)  # type: ignore[no-untyped-call]
+    return prompts

@@ -1,10 +1,16 @@
 """`appliance inference`: the gRPC service process, its health endpoints and lifecycle.
 
-gRPC on `inference.listen` (EmbeddingService, RerankService and
+gRPC on `inference.listen` (EmbeddingService, RerankService, PromptEncoderService and
 grpc.health.v1); HTTP `GET /healthz` and `GET /metrics` on `inference.health_listen`.
 Bounded: at most `max_concurrency` RPCs in flight (more get RESOURCE_EXHAUSTED from gRPC),
 messages up to `max_message_bytes`, and the models' executor queue. READY=1 is sent to
 systemd once the models are loaded and both ports listen; WATCHDOG=1 while running.
+
+Either address may be a unix socket (`unix:/path`), as when `serve` runs this service for
+its workers (inference/host_service.py). That child runs with `inference.host_child`: it
+stops when its stdin closes (the serve process closes it once its workers are gone, or
+dies), and ignores SIGINT/SIGTERM, which a terminal's Ctrl-C or systemd's stop send to the
+whole process group or cgroup while the workers still drain.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import sys
 
 import grpc
 from aiohttp import web
@@ -23,7 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from appliance import systemd
 from appliance.config import Settings
-from appliance.inference.grpc_service import SERVICE_NAMES, add_servicers
+from appliance.inference.grpc_service import SERVICE_NAMES, PromptServicer, add_servicers
 from appliance.inference.interceptor import MetricsInterceptor
 from appliance.inference.local import LocalModels, load_local_models
 
@@ -33,6 +41,18 @@ log = logging.getLogger(__name__)
 def split_hostport(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def unix_path(address: str) -> str | None:
+    """The path of a `unix:/path` (or `unix:///path`) address; None for host:port."""
+    if not address.startswith("unix:"):
+        return None
+    path = address[len("unix:"):]
+    return "/" + path.lstrip("/") if path.startswith("//") else path
+
+
+def _where(address: str, port: int) -> str:
+    return address if unix_path(address) else f"{split_hostport(address)[0]}:{port}"
 
 
 class InferenceServer:
@@ -45,6 +65,8 @@ class InferenceServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._runner: web.AppRunner | None = None
+        self._prompts: PromptServicer | None = None
+        self._preload: asyncio.Task[None] | None = None
         self.port = 0
         self.health_port = 0
         self.serving = False
@@ -58,7 +80,7 @@ class InferenceServer:
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=cfg.max_concurrency, interceptors=[MetricsInterceptor()])
-        add_servicers(server, self.models, cfg)
+        self._prompts = add_servicers(server, self.models, cfg)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self.port = server.add_insecure_port(cfg.listen)
         if self.port == 0:
@@ -69,8 +91,10 @@ class InferenceServer:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
+        if self.settings.catalog.routers:  # a router will ask at once: load it now, beside serving
+            self._preload = asyncio.create_task(self._prompts.preload())
         log.info("inference service listening", extra={
-            "grpc": f"{split_hostport(cfg.listen)[0]}:{self.port}", "health_port": self.health_port,
+            "grpc": _where(cfg.listen, self.port), "health": _where(cfg.health_listen, self.health_port),
             "model": self.models.embedder.model_id, "dimensions": self.models.embedder.dimensions,
             "max_concurrency": cfg.max_concurrency})
 
@@ -80,10 +104,15 @@ class InferenceServer:
         app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        host, port = split_hostport(self.settings.inference.health_listen)
+        address = self.settings.inference.health_listen
+        self._runner = runner
+        path = unix_path(address)
+        if path is not None:
+            await web.UnixSite(runner, path).start()
+            return
+        host, port = split_hostport(address)
         sock = socket.create_server((host, port), reuse_port=False)
         await web.SockSite(runner, sock).start()
-        self._runner = runner
         self.health_port = int(sock.getsockname()[1])
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -101,6 +130,10 @@ class InferenceServer:
             await self._server.stop(self.settings.inference.grace_s if grace is None else grace)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._preload is not None:
+            self._preload.cancel()
+        if self._prompts is not None:
+            self._prompts.executor.close()
         if self._owns_models and self.models is not None:
             self.models.close()
 
@@ -111,9 +144,13 @@ async def run(settings: Settings) -> int:
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    cfg = settings.inference
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    systemd.notify_ready(f"serving on :{server.port}, health on :{server.health_port}")
+        loop.add_signal_handler(sig, _ignored if cfg.host_child else stop.set)
+    if cfg.host_child:
+        _stop_on_eof(loop, stop)
+    systemd.notify_ready(f"serving on {_where(cfg.listen, server.port)}, "
+                         f"health on {_where(cfg.health_listen, server.health_port)}")
     interval = systemd.watchdog_interval()
     try:
         while not stop.is_set():
@@ -126,6 +163,29 @@ async def run(settings: Settings) -> int:
         log.info("inference service stopping")
         await server.stop()
     return 0
+
+
+def _ignored() -> None:
+    log.debug("stop signal ignored: the serve process stops this service after its workers")
+
+
+def _stop_on_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Set `stop` when stdin reaches end of file: the parent closed it, or is gone."""
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            stop.set()
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
 
 
 def main(settings: Settings, listen: str | None = None, health_listen: str | None = None) -> int:

@@ -28,6 +28,10 @@ def test_up_starts_postgres_and_the_gateway_and_ctrl_c_stops_both(tmp_path: Path
             pid_file = tmp_path / "state" / "postgres" / "postmaster.pid"
             assert pid_file.exists()
             assert ready["dependencies"]["postgres"]["ok"] is True
+            # Models once per host: `serve` runs the inference service, its worker holds none.
+            inference = ready["dependencies"]["inference"]
+            assert inference["service"] == "host" and inference["grpc"] == "SERVING"
+            assert inference["local_loaded"] is False
             # A chat's events travel NATS -> persister -> PostgreSQL.
             wait = time.monotonic() + 30
             while not ready["dependencies"]["nats"]["ok"] and time.monotonic() < wait:

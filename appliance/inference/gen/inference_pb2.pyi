@@ -63,3 +63,19 @@ class RerankResponse(_message.Message):
     model_id: str
     scores: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, model_id: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class EncodePromptsRequest(_message.Message):
+    __slots__ = ("texts",)
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, texts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EncodePromptsResponse(_message.Message):
+    __slots__ = ("model_id", "dimensions", "vectors")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    dimensions: int
+    vectors: bytes
+    def __init__(self, model_id: _Optional[str] = ..., dimensions: _Optional[int] = ..., vectors: _Optional[bytes] = ...) -> None: ...

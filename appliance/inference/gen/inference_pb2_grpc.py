@@ -210,3 +210,75 @@ class RerankService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class PromptEncoderServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.EncodePrompts = channel.unary_unary(
+                '/appliance.inference.v1.PromptEncoderService/EncodePrompts',
+                request_serializer=inference__pb2.EncodePromptsRequest.SerializeToString,
+                response_deserializer=inference__pb2.EncodePromptsResponse.FromString,
+                _registered_method=True)
+
+
+class PromptEncoderServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def EncodePrompts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PromptEncoderServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'EncodePrompts': grpc.unary_unary_rpc_method_handler(
+                    servicer.EncodePrompts,
+                    request_deserializer=inference__pb2.EncodePromptsRequest.FromString,
+                    response_serializer=inference__pb2.EncodePromptsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'appliance.inference.v1.PromptEncoderService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('appliance.inference.v1.PromptEncoderService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PromptEncoderService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def EncodePrompts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/appliance.inference.v1.PromptEncoderService/EncodePrompts',
+            inference__pb2.EncodePromptsRequest.SerializeToString,
+            inference__pb2.EncodePromptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
