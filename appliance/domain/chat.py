@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from appliance.domain.attempts import Answered, Walk
-from appliance.domain.chat_stream import ChatStream
+from appliance.domain.chat_stream import ChatStream, End
 from appliance.domain.chunk_shape import body_problem, chunk_problem
 from appliance.domain.errors import (
     ApplianceError,
@@ -198,8 +198,8 @@ class ChatService:
         untouched where nothing needs changing. Errors before the first byte raise here."""
         upstream, started = await self._open(req, plan)
         tally = Tally()
-        return ChatStream(self._passthrough(req, plan, upstream, tally), (self._clock() - started) * 1000,
-                          self._ender(req, plan, upstream, tally, started))
+        return ChatStream(lambda end: self._passthrough(req, plan, upstream, tally, end),
+                          (self._clock() - started) * 1000, self._ender(req, plan, upstream, tally, started))
 
     async def open_chunks(self, req: ChatRequest, plan: ChatPlan) -> ChatStream[dict[str, Any]]:
         """Like `open_stream`, for a responder that re-encodes the answer in another protocol
@@ -207,8 +207,8 @@ class ChatService:
         included and model names untouched."""
         upstream, started = await self._open(req, plan)
         tally = Tally()
-        return ChatStream(self._decoded(plan, upstream, tally), (self._clock() - started) * 1000,
-                          self._ender(req, plan, upstream, tally, started))
+        return ChatStream(lambda end: self._decoded(plan, upstream, tally, end),
+                          (self._clock() - started) * 1000, self._ender(req, plan, upstream, tally, started))
 
     async def _open(self, req: ChatRequest, plan: ChatPlan) -> tuple[UpstreamStream, float]:
         started = self._clock()
@@ -250,7 +250,7 @@ class ChatService:
         return end
 
     async def _passthrough(self, req: ChatRequest, plan: ChatPlan, upstream: UpstreamStream,
-                           tally: Tally) -> AsyncIterator[bytes]:
+                           tally: Tally, end: End) -> AsyncIterator[bytes]:
         dumps = self._codec.dumps
         async for data in upstream:
             chunk = self._readable(data, plan, tally)
@@ -268,13 +268,16 @@ class ChatService:
                 yield dumps(chunk)
             else:
                 yield data
+        await end(200, None)  # whole: recorded before `[DONE]` goes out
 
-    async def _decoded(self, plan: ChatPlan, upstream: UpstreamStream, tally: Tally) -> AsyncIterator[dict[str, Any]]:
+    async def _decoded(self, plan: ChatPlan, upstream: UpstreamStream, tally: Tally,
+                       end: End) -> AsyncIterator[dict[str, Any]]:
         async for data in upstream:
             chunk = self._readable(data, plan, tally)
             if chunk is not None:
                 tally.add_chunk(chunk, self._clock())
                 yield chunk
+        await end(200, None)  # whole: recorded before the dialect's closing frame goes out
 
     def _readable(self, data: bytes, plan: ChatPlan, tally: Tally) -> dict[str, Any] | None:
         """The event decoded, or None (skipped and counted) when it is not a readable chunk:

@@ -8,20 +8,26 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+End = Callable[[int, str | None], Awaitable[None]]
+
+
 class ChatStream(Generic[T]):
-    """Iterate for the answer's frames; call `end(status, error)` exactly once when the
-    client has what it will get (the transport's stream wrapper does, however the stream
-    ended). `end` closes the upstream request and records the outcome; later calls do
-    nothing, so a wrapper's `finally` is safe."""
+    """Iterate for the answer's frames; `end(status, error)` closes the upstream request
+    and records the outcome, once: later calls do nothing.
+
+    The frames call `end(200, None)` themselves as soon as the upstream is exhausted, before
+    the dialect's closing frame (`[DONE]`, `message_stop`) can be written: a client that
+    stops reading there (the openai SDK does) has the whole answer, and a crash after it
+    must not lose the answer's record. The transport's stream wrapper calls `end` in its
+    `finally` for every other ending (a failure, a hang-up)."""
 
     __slots__ = ("_end", "_ended", "_frames", "upstream_ms")
 
-    def __init__(self, frames: AsyncIterator[T], upstream_ms: float,
-                 end: Callable[[int, str | None], Awaitable[None]]) -> None:
-        self._frames = frames
+    def __init__(self, frames: Callable[[End], AsyncIterator[T]], upstream_ms: float, end: End) -> None:
         self.upstream_ms = upstream_ms  # time the backend took to answer with its head
         self._end = end
         self._ended = False
+        self._frames = frames(self.end)
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._frames

@@ -187,7 +187,7 @@ class SpoolWriter:
                       extra={"error": str(exc), "segment": self._seq})
             self._roll_at = self._written + ROLL_RETRY_BYTES
             return
-        if self._unsynced and self.fsync_policy == "batch":
+        if self.fsync_policy == "batch":  # a sync job may hold it now: the next one closes it
             self._retired.append(self._fd)
         else:
             os.close(self._fd)
@@ -209,11 +209,9 @@ class SpoolWriter:
         due: segments written since their last fsync (completed ones are closed after it) and
         the directory when a segment was created. Records written while it runs are left to
         the next one."""
-        retired, self._retired = self._retired, []
         if self.fsync_policy == "never":
-            for fd in retired:
-                os.close(fd)
             return None
+        retired, self._retired = self._retired, []
         current = self._fd if self._unsynced else None
         directory = self.dir if self._new_entry else None
         self._unsynced = self._new_entry = False

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +102,7 @@ class Load:
                 if conn is not None:
                     conn.close()
                 conn = None
-                time.sleep(0.01)
+                time.sleep(0.05)  # a gateway starting again: do not crowd its two cores
         if conn is not None:
             conn.close()
 
@@ -141,7 +142,7 @@ def jetstream_chats(url: str, prefix: str) -> list[Counter[str]]:
                 counts: Counter[str] = Counter()
                 sub = await js.pull_subscribe(subject, stream=stream, config=ConsumerConfig(
                     ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=10))
-                left = (await sub.consumer_info()).num_pending
+                left = (await sub.consumer_info()).num_pending or 0
                 while left > 0:
                     batch = await sub.fetch(min(left, 1000), timeout=5)
                     left -= len(batch)
@@ -188,8 +189,10 @@ def cmdline(pid: int) -> list[str]:
 
 
 def workers(serve_pid: int) -> list[int]:
-    """Granian's workers of an `appliance serve` process: its children other than the relay."""
-    return [p for p in children(serve_pid) if "relay" not in cmdline(p)]
+    """Granian's workers of an `appliance serve` process: the children forked with its own
+    command line (the relay and any other child process run `appliance <something else>`)."""
+    argv = cmdline(serve_pid)
+    return [p for p in children(serve_pid) if cmdline(p) == argv]
 
 
 def connections(pid: int, port: int) -> int:
@@ -210,8 +213,7 @@ def connections(pid: int, port: int) -> int:
     return held
 
 
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    assert callable(predicate)
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

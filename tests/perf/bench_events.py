@@ -2,6 +2,7 @@
 rounds), and persister throughput draining a backlog.
 
     python -m tests.perf.bench_events [--seconds 5] [--rounds 5] [--events 50000] [--baseline DIR]
+    python -m tests.perf.bench_events --recorder [--baseline DIR]
 
 Two more conditions take the events-on difference apart. A gateway with events on but NATS
 unreachable: what it loses against events off is the serving processes' own share (the
@@ -10,7 +11,10 @@ the same messages into the same JetStream at the events-on rate: nats-server's s
 no relay can save. Each row also gives CPU per chat by process and how idle the machine was.
 With `--baseline DIR` (another checkout, e.g. a `git worktree` of an older commit) its
 events-on and spool-only gateways take their turns in the same rounds, so a change to the
-serving path is compared with what it replaces under the same noise.
+serving path is compared with what it replaces under the same noise. `--recorder` only
+times the worker's recorder (CPU per outcome, no server around it), of this checkout and the
+baseline's: a difference of a few microseconds per chat that RPS on a shared machine cannot
+resolve.
 
 Bars (issue 4): events on vs off under 3% apart; persister >= 5,000 events/s.
 """
@@ -25,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +83,52 @@ async def fill(url: str, n: int, work: Path) -> None:
     await task
 
 
+async def recording(n: int, per_tick: int) -> float:
+    """CPU microseconds (all threads, the recorder's background task included) per chat
+    outcome recorded through the public recorder API, `per_tick` outcomes per 50 ms (at
+    4,000 RPS: 200), into a fresh spool with the default `batch` fsync."""
+    with tempfile.TemporaryDirectory(prefix="bench-rec-") as tmp:
+        recorder = SpoolingRecorder(SpoolWriter(Path(tmp), max_bytes=1 << 31, segment_bytes=4 << 20),
+                                    fsync_interval_s=1.0)
+        outcomes = [chat(i) for i in range(per_tick)]
+        await recorder.start()
+        used = 0.0
+        for _ in range(n // per_tick):
+            t = time.process_time()
+            for outcome in outcomes:
+                recorder.chat(outcome)
+            used += time.process_time() - t
+            t = time.process_time()
+            await asyncio.sleep(0.05)  # the rest of the requests' work; the recorder's tick runs here
+            used += time.process_time() - t
+        await recorder.close()
+    return used / (n // per_tick * per_tick) * 1e6
+
+
+def recorder_cost(tree: Path, runs: int) -> list[float]:
+    """`recording()` (this file's) `runs` times in a child process whose `appliance` is `tree`'s."""
+    code = (f"import sys; sys.path.insert(0, {str(tree)!r}); import appliance; sys.path.remove({str(tree)!r}); "
+            f"sys.path.insert(0, {str(procs.ROOT)!r}); assert appliance.__file__.startswith({str(tree)!r}); "
+            "import asyncio; from tests.perf.bench_events import recording; "
+            f"print(*[asyncio.run(recording(20_000, 200)) for _ in range({runs})])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=procs.ROOT, env=procs.child_env(),
+                         capture_output=True, text=True, check=True).stdout
+    return [float(x) for x in out.split()]
+
+
+def recorder_main(baseline: Path | None, rounds: int) -> int:
+    trees = {"this checkout": procs.ROOT} | ({"baseline": baseline.resolve()} if baseline else {})
+    costs: dict[str, list[float]] = {name: [] for name in trees}
+    for i in range(rounds):
+        for name, tree in list(trees.items())[:: 1 if i % 2 == 0 else -1]:
+            costs[name] += recorder_cost(tree, 3)
+    print("\nrecorder: CPU per chat outcome (20,000 outcomes a run, 200 per 50 ms tick, fsync batch)\n")
+    for name, values in costs.items():
+        print(f"  {name:<14} min {min(values):.2f} us, median {statistics.median(values):.2f} us  "
+              f"{[round(v, 2) for v in values]}")
+    return 0
+
+
 def cpu_seconds(pids: list[int]) -> dict[str, float]:
     """CPU seconds (user + system) so far of processes, by role: a gateway's processes
     (main, workers), and its relay or a load publisher."""
@@ -128,7 +179,10 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout (e.g. a `git worktree` of an older commit) measured beside this one")
+    parser.add_argument("--recorder", action="store_true", help="only the recorder's CPU per outcome")
     args = parser.parse_args()
+    if args.recorder:
+        return recorder_main(args.baseline, args.rounds)
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -146,7 +200,8 @@ def main() -> int:
     labels = dict(CONDITIONS)
     if args.baseline is not None:
         for name, of in (("base-on", "on"), ("base-spool", "spool")):
-            gateways[name] = start_appliance(work, name, up_port, tree=args.baseline.resolve(), **envs[of])
+            gateways[name] = start_appliance(work, name, up_port, tree=args.baseline.resolve(),
+                                             APPLIANCE_NATS_URL=envs[of]["APPLIANCE_NATS_URL"])
         labels = {"on": CONDITIONS["on"], "base-on": BASELINE["base-on"], "spool": CONDITIONS["spool"],
                   "base-spool": BASELINE["base-spool"], "jetstream": CONDITIONS["jetstream"], "off": CONDITIONS["off"]}
     conditions = {name: gateways["off" if name == "jetstream" else name] for name in labels}

@@ -56,8 +56,29 @@ async def passthrough(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def collect(req: falcon.asgi.Request, frames: AsyncIterator[bytes], ends: Ends) -> list[bytes]:
-    stream = ChatStream(frames, 1.0, ends.end)
+    stream = ChatStream(lambda end: frames, 1.0, ends.end)
     return [f async for f in stream_body(req, stream, passthrough, ends.finish)]
+
+
+async def test_a_whole_answer_is_recorded_before_its_closing_frame_goes_out() -> None:
+    ends = Ends()
+    seen_at_close: list[list[tuple[int, str | None]]] = []
+
+    async def frames(end: Any) -> AsyncIterator[bytes]:
+        yield b"one"
+        await end(200, None)          # as ChatService's frames do once the upstream is exhausted
+
+    async def encode(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            yield chunk
+        seen_at_close.append(list(ends.calls))
+        yield b"[DONE]"
+
+    stream = ChatStream(frames, 1.0, ends.end)
+    out = [f async for f in stream_body(request(), stream, encode, ends.finish)]
+    assert out == [b"one", b"[DONE]"]
+    assert seen_at_close == [[(200, None)]]   # recorded before [DONE] was handed to the server
+    assert ends.calls == [(200, None)]        # and only once
 
 
 async def test_a_stream_that_ends_well_is_recorded_once_as_200() -> None:
