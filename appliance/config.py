@@ -98,6 +98,8 @@ class RouterConfig(_Strict):
     weights: RouterWeights | None = None
     max_cost_per_mtok: Annotated[float | None, Field(ge=0)] = None
     budget_ms: Annotated[float, Field(gt=0)] = 50.0   # past this the default is used
+    # how far another card must beat the default's similarity (the default is the everyday model)
+    margin: Annotated[float, Field(ge=0, le=1)] = 0.02
 
 
 class ApiKeyConfig(_Strict):

@@ -7,6 +7,7 @@
     events                          the spool recorder (when NATS is configured)
     recorder                        metrics + events, fanned out; handed to everything that records
     knowledge                       store + service (when PostgreSQL is configured), RAG's context
+    routers                         `[[routers]]`: virtual models choosing a candidate by its card
     embeddings                      the embedding/rerank service over inference
     chat                            routing, retrieval, the backend call, recording
 
@@ -38,6 +39,7 @@ from appliance.domain.models import ModelDirectory
 from appliance.domain.ports import ChatBackend
 from appliance.domain.records import FanoutRecorder, Recorder
 from appliance.domain.routing import ModelEntry, ModelRouter, RouteRule
+from appliance.domain.semantic_router import Card, SemanticRouter
 from appliance.domain.upstreams import BreakerPolicy, Upstreams
 from appliance.events.wiring import build_events
 from appliance.feature import Feature, ReadinessCheck
@@ -115,6 +117,40 @@ def build_router(settings: Settings) -> ModelRouter:
     )
 
 
+def build_routers(settings: Settings, inference: Inference) -> dict[str, SemanticRouter]:
+    """The catalog's `[[routers]]`, each over the models' cards, sharing one prompt encoder."""
+    catalog = settings.catalog
+    if not catalog.routers:
+        return {}
+    models = {m.id: m for m in catalog.models}
+    budget_s = max(r.budget_ms for r in catalog.routers) / 1000
+    encoder = inference.prompt_encoder(deadline_s=budget_s)
+    routers: dict[str, SemanticRouter] = {}
+    for r in catalog.routers:
+        cards = [Card(c, models[c].description, models[c].examples, models[c].context_length,
+                      _price(models[c].price_input_per_mtok, models[c].price_output_per_mtok))
+                 for c in r.candidates]
+        routers[r.id] = SemanticRouter(r.id, cards, r.default, encoder, budget_ms=r.budget_ms,
+                                       weights=r.weights.model_dump() if r.weights else None,
+                                       max_cost_per_mtok=r.max_cost_per_mtok, margin=r.margin)
+    return routers
+
+
+def _price(input_per_mtok: float, output_per_mtok: float) -> float | None:
+    return (input_per_mtok + output_per_mtok) / 2 if input_per_mtok or output_per_mtok else None
+
+
+async def prepare_routers(routers: Mapping[str, SemanticRouter]) -> None:
+    """Embed the cards once. A router that cannot is not fatal: it answers with its default
+    (reason "default: not prepared") and says so here."""
+    for router in routers.values():
+        try:
+            await router.prepare()
+        except Exception as exc:
+            log.warning("router cards could not be embedded; it sends every request to its default",
+                        extra={"router": router.id, "error": repr(exc)})
+
+
 def build_services(settings: Settings) -> Services:
     pool = HttpPool(max_connections=settings.upstream_max_connections,
                     limits=UpstreamLimits(settings.upstream_max_body_bytes, settings.upstream_max_event_bytes,
@@ -147,9 +183,14 @@ def build_services(settings: Settings) -> Services:
     if knowledge is not None:
         features.append(knowledge.feature)
 
+    routers = build_routers(settings, inference)
+    if routers:
+        features.append(Feature("routers", start=lambda: prepare_routers(routers)))
+
     embeddings = EmbeddingService(inference.embedder, inference.reranker, recorder, served_by=served_path.get)
     chat = ChatService(router, backends, directory, OrjsonCodec(), status_of=status_of, upstreams=upstreams,
                        recorder=recorder, context=knowledge.service if knowledge else None,
-                       default_top_k=settings.knowledge.rag_top_k, bytes_per_token=cfg.bytes_per_token)
+                       default_top_k=settings.knowledge.rag_top_k, bytes_per_token=cfg.bytes_per_token,
+                       routers=routers)
     return Services(settings, router, backends, directory, chat, embeddings,
                     knowledge.service if knowledge else None, tuple(features))

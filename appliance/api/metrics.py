@@ -31,6 +31,10 @@ TOKENS = Counter("appliance_tokens_total", "Tokens processed", ["direction", "mo
 COST = Counter("appliance_cost_usd_total", "Cost of chat completions by catalog prices", ["model"])
 BACKEND_BREAKER = Gauge("appliance_backend_breaker_state", "Backend breaker: 0 closed, 1 open, 2 half-open",
                         ["backend"], multiprocess_mode="max")
+ROUTER_DECISIONS = Counter("appliance_router_decisions_total", "Semantic router choices",
+                           ["router", "candidate", "defaulted"])
+ROUTER_SECONDS = Histogram("appliance_router_decision_seconds", "Time a semantic router took to choose", ["router"],
+                           buckets=(0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1))
 FALLBACKS = Counter("appliance_chat_fallbacks_total", "Chats answered by a fallback model", ["model", "fallback"])
 MALFORMED = Counter("appliance_upstream_malformed_events_total",
                     "Upstream stream events skipped because they were not a readable chunk", ["backend"])
@@ -118,7 +122,12 @@ class MetricsRecorder:
             labelled(TOKENS, "output", model).inc(outcome.usage.completion_tokens)
         if outcome.cost_usd:
             labelled(COST, model).inc(outcome.cost_usd)
-        fallback = outcome.routing.get("fallback") if outcome.routing else None
+        routing = outcome.routing
+        if routing and "router" in routing:
+            labelled(ROUTER_DECISIONS, routing["router"], routing["selected"],
+                     "true" if routing.get("defaulted") else "false").inc()
+            labelled(ROUTER_SECONDS, routing["router"]).observe(routing.get("decision_ms", 0.0) / 1000)
+        fallback = routing.get("fallback") if routing else None
         if fallback:
             labelled(FALLBACKS, model_label(fallback["from"]), model_label(fallback["to"])).inc()
         if outcome.malformed_events:

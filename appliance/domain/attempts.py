@@ -133,7 +133,7 @@ class Walk:
         """The chain without the models whose context the prompt does not fit."""
         if all(t.entry is None or t.entry.context_length is None for t in chain):
             return list(chain)
-        estimate = self._estimate(base)
+        estimate = self.estimate(base)
         fits: list[Target] = []
         guessed: list[Target] = []
         for target in chain:
@@ -156,7 +156,7 @@ class Walk:
         raise InvalidRequest(f"The prompt does not fit the context of '{chain[0].requested}' "
                              "or of any of its fallbacks", param="messages", code="context_length_exceeded")
 
-    def _estimate(self, base: dict[str, Any]) -> int:
+    def estimate(self, base: Mapping[str, Any]) -> int:
         """Tokens the request needs at most: its messages' bytes at `bytes_per_token` (an
         overestimate for most text) plus the answer it asks room for."""
         try:

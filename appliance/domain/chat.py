@@ -26,6 +26,7 @@ from appliance.domain.ports import ChatBackend, UpstreamStream
 from appliance.domain.rag import ContextProvider, inject
 from appliance.domain.records import ChatOutcome, NullRecorder, Recorder
 from appliance.domain.routing import ModelRouter, Target
+from appliance.domain.semantic_router import Decision, SemanticRouter
 from appliance.domain.tally import Tally
 from appliance.domain.upstreams import Upstreams
 
@@ -101,6 +102,7 @@ class ChatService:
         context: ContextProvider | None = None,
         default_top_k: int = 5,
         bytes_per_token: float = 2.5,
+        routers: Mapping[str, SemanticRouter] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._router = router
@@ -113,10 +115,15 @@ class ChatService:
         self._recorder: Recorder = recorder or NullRecorder()
         self._context = context
         self._top_k = default_top_k
+        self._routers = dict(routers or {})
         self._clock = clock
 
     async def target(self, model: str) -> Target:
-        """Resolve `model`; an unknown name triggers one discovery refresh before 404."""
+        """Resolve `model` (a router: its default); an unknown name triggers one discovery
+        refresh before 404."""
+        router = self._routers.get(model)
+        if router is not None:
+            model = router.default
         found = self._router.find(model)
         if found is None:
             await self._directory.refresh()
@@ -136,9 +143,18 @@ class ChatService:
         return tuple(chain)
 
     async def plan(self, req: ChatRequest) -> ChatPlan:
-        target = await self.target(req.model)
+        router = self._routers.get(req.model)
+        routing: dict[str, Any] = {}
+        if router is None:
+            target = await self.target(req.model)
+        else:
+            decision = await self._route(router, req)
+            chosen = await self.target(decision.model)
+            target = Target(req.model, chosen.backend, chosen.upstream_model, chosen.entry)
+            routing = {"router": router.id, "selected": decision.model, "reason": decision.reason,
+                       "defaulted": decision.defaulted, "decision_ms": round(decision.elapsed_ms, 3)}
         payload = req.body
-        plan = ChatPlan(target, payload, chain=self._chain(target), backend=target.backend)
+        plan = ChatPlan(target, payload, chain=self._chain(target), backend=target.backend, routing=routing)
         if req.stream:
             options = payload.get("stream_options")
             plan.wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
@@ -148,6 +164,18 @@ class ChatService:
         if req.workspace:
             await self._add_context(req, plan)
         return plan
+
+    async def _route(self, router: SemanticRouter, req: ChatRequest) -> Decision:
+        """The router's choice for this prompt (it never raises: on trouble, its default)."""
+        messages = req.body.get("messages") or []
+        latency = self.upstreams.latency_ms()
+        by_model = {c.id: latency[b] for c in router.cards
+                    if (t := self._router.find(c.id)) is not None and (b := t.backend) in latency}
+        decision = await router.choose(last_user_text(messages), prompt_tokens=self._walk.estimate(req.body),
+                                       latency_ms=by_model)
+        log.info("routed", extra={"router": router.id, "selected": decision.model, "reason": decision.reason,
+                                  "defaulted": decision.defaulted, "decision_ms": round(decision.elapsed_ms, 3)})
+        return decision
 
     async def _add_context(self, req: ChatRequest, plan: ChatPlan) -> None:
         if self._context is None:

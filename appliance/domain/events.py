@@ -67,11 +67,14 @@ def chat_events(o: Recorded) -> list[Event]:
         events.append(_event(f"{PIPELINE}.flow.lineage", cid, t, {
             "workspace": o["workspace"], "sources": list(o["sources"]), "model": model, "backend": backend,
             "route": route, "status": o["status"]}))
-    events.append(_event(f"{TELEMETRY}.chat", cid, t, {
+    telemetry = {
         "model": model, "backend": backend, "route": route, "streaming": o["streaming"],
         "tokens_in": tokens_in, "tokens_out": tokens_out, "latency_ms": _ms(o["latency_ms"]),
         "ttft_ms": _ms(o["ttft_ms"]), "cost_usd": o["cost_usd"], "status": o["status"], "error": o["error"],
-        "finish_reason": o["finish_reason"]}))
+        "finish_reason": o["finish_reason"]}
+    if o.get("routing"):  # a router's choice or a fallback: only when there was one
+        telemetry["routing"] = dict(o["routing"])
+    events.append(_event(f"{TELEMETRY}.chat", cid, t, telemetry))
     return events
 
 

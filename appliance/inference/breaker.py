@@ -17,5 +17,5 @@ def _report(name: str, state: State) -> None:
         log.info("inference breaker closed: remote path is usable", extra={"breaker": name})
 
 
-def inference_breaker(cooldown_s: float) -> Breaker:
-    return Breaker(cooldown_s, name="inference", on_change=_report)
+def inference_breaker(cooldown_s: float, name: str = "inference") -> Breaker:
+    return Breaker(cooldown_s, name=name, on_change=_report)

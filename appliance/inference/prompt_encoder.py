@@ -6,7 +6,7 @@ text from two models that ship inside PyPI packages, nothing downloaded.
 - `use_model.UseModel`: USE multilingual v3, a sentence encoder for 16 languages; best on
   English (and the other 15) of everything measured that fits the budget.
 - `e5_tokens.E5TokenTable`: multilingual-e5-small's token vectors, 100 languages (Hindi
-  among them); a weighted bag of tokens, weaker alone, but it never sees `<unk>`.
+  among them); a weighted bag of tokens, weaker alone, but its vocabulary covers the scripts USE lacks.
 - `coverage` is the share of the text's tokens USE's vocabulary knows: a Hindi prompt is
   ~40% known (spaces, digits, Latin words), so the e5 half carries most of its vector,
   while an English card or prompt is split `use_weight` : 1 - `use_weight`.
@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 
@@ -65,11 +66,13 @@ def bounded_slice(text: str, max_chars: int) -> str:
 class PromptVectors:
     """The synchronous core: texts -> (n, 512 + 384) float32, each row L2-normalised."""
 
+    MODEL_ID: Final = f"{USE_ID}+{E5_ID}"
+
     def __init__(self, use: UseModel, e5: E5TokenTable, limits: EncoderLimits) -> None:
         self.use = use
         self.e5 = e5
         self.limits = limits
-        self.model_id = f"{USE_ID}+{E5_ID}"
+        self.model_id = self.MODEL_ID
         self.dimensions = 512 + e5.dimensions
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

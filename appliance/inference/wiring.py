@@ -21,13 +21,30 @@ from appliance.config import ConfigError, Settings
 from appliance.domain.breaker import Breaker, State
 from appliance.domain.errors import DependencyUnavailable
 from appliance.domain.ports import Reranker
+from appliance.domain.semantic_router import PromptEncoder
 from appliance.feature import Feature
 from appliance.inference.breaker import inference_breaker
 from appliance.inference.embedder import TokenEmbedder
-from appliance.inference.fallback import Fallback, FallbackEmbedder, FallbackReranker
+from appliance.inference.executor import BoundedExecutor
+from appliance.inference.fallback import (
+    Fallback,
+    FallbackEmbedder,
+    FallbackPromptEncoder,
+    FallbackReranker,
+)
 from appliance.inference.grpc_client import GrpcInference, is_unix
-from appliance.inference.lazy import LazyEmbedder, LazyReranker, LocalModelsLoader
+from appliance.inference.lazy import (
+    LazyEmbedder,
+    LazyPromptEncoder,
+    LazyReranker,
+    LocalModelsLoader,
+)
 from appliance.inference.model_files import ModelFilesMissing
+from appliance.inference.prompt_encoder import (
+    LocalPromptEncoder,
+    PromptVectors,
+    load_prompt_vectors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +135,20 @@ class Inference:
             status["breaker"] = self.breaker.state.name.lower()
             status["service"] = "host" if self.remote.local else "remote"
         return status
+
+    def prompt_encoder(self, deadline_s: float) -> PromptEncoder:
+        """The semantic routers' encoder, built once per worker when the catalog has routers:
+        over the inference service (this host's, or the remote one) with an in-process one
+        behind it, loaded only when a call falls back; in process when there is no service."""
+        local = LazyPromptEncoder(lambda: LocalPromptEncoder(load_prompt_vectors(),
+                                                             BoundedExecutor(1, 256, name="prompts")),
+                                  model_id=PromptVectors.MODEL_ID)
+        if self.remote is None:
+            return local
+        # Its own breaker: a service without the encoder's packages must not send embeddings
+        # in process too.
+        breaker = inference_breaker(self.breaker.cooldown_s if self.breaker else 30.0, name="prompts")
+        return FallbackPromptEncoder(Fallback(self.remote, breaker), local, deadline_s=deadline_s)
 
     def feature(self) -> Feature:
         return Feature("inference", start=self.start, close=self.close, readiness={"inference": self.readiness})

@@ -1,0 +1,242 @@
+"""Semantic routing: a virtual model name whose requests go to the candidate whose card the
+prompt is most like, and to a default whenever the router cannot say.
+
+Each candidate has a card: a description and a few example prompts. `prepare()` embeds every
+card text once and keeps, per candidate, the centroid of its description and examples (the
+normalised mean of their vectors). `choose()` embeds the prompt and scores it against each
+centroid by cosine; vectors are L2-normalised, so that is a dot product over plain lists.
+
+- Fit first: a candidate whose `context_length` is below the prompt's tokens, or whose price
+  is above `max_cost_per_mtok`, is not a candidate for this prompt.
+- Without weights the highest similarity wins, except that the default wins unless another
+  card beats it by `margin` (a prompt that is about equally like everything is an everyday
+  one, and the default is usually the cheap model).
+- With `weights` (quality, latency, cost) each fitting candidate gets, in [0, 1] among them,
+  its similarity (min-max), its measured latency (lower is better; unknown counts as the
+  median of the known) and its price (lower is better; no price is free), and the weighted
+  sum wins.
+- Fail open: `choose()` never raises. An encoder error, a result past `budget_ms`, an empty
+  prompt or no fitting candidate all return the default, with the reason, `defaulted=True`.
+
+The reason is short enough for a response header: ``cos 0.532 +0.041 over general``,
+``default: over budget (14.2 ms > 10 ms)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import operator
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final, Protocol
+
+_WEIGHT_KEYS: Final = ("quality", "latency", "cost")
+_NO_LATENCY: Final[Mapping[str, float]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """What a candidate model is for, in words: the router's only view of it."""
+
+    id: str
+    description: str
+    examples: tuple[str, ...] = ()
+    context_length: int | None = None
+    price_per_mtok: float | None = None
+
+    def texts(self) -> list[str]:
+        return [t for t in (self.description, *self.examples) if t.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """Multi-factor selection: how much similarity, measured latency and price count."""
+
+    quality: float = 1.0
+    latency: float = 0.0
+    cost: float = 0.0
+
+    def __post_init__(self) -> None:
+        values = (self.quality, self.latency, self.cost)
+        if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
+            raise ValueError(f"router weights must be >= 0 and not all 0: {self}")
+
+    @classmethod
+    def from_mapping(cls, weights: Mapping[str, float]) -> Weights:
+        unknown = sorted(set(weights) - set(_WEIGHT_KEYS))
+        if unknown:
+            raise ValueError(f"unknown router weight {unknown[0]!r} (expected {', '.join(_WEIGHT_KEYS)})")
+        return cls(**{k: float(weights.get(k, 0.0)) for k in _WEIGHT_KEYS})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The router's answer: the candidate id to use, and why (short, for a header)."""
+
+    model: str
+    reason: str
+    score: float | None      # the winner's similarity, or its weighted score with weights
+    defaulted: bool          # True when the default was taken because the router could not decide
+    elapsed_ms: float
+
+
+class PromptEncoder(Protocol):
+    """Texts -> L2-normalised vectors, one per text, in input order (all the same length)."""
+
+    model_id: str
+
+    async def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        ...
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    return float(sum(map(operator.mul, a, b)))
+
+
+def _normalised_mean(vectors: Sequence[Sequence[float]]) -> list[float]:
+    dims = len(vectors[0])
+    if any(len(v) != dims for v in vectors):
+        raise ValueError("the encoder returned vectors of different lengths")
+    mean = [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
+    norm = math.sqrt(_dot(mean, mean))
+    if norm == 0.0:
+        raise ValueError("a card's texts embed to a zero vector")
+    return [x / norm for x in mean]
+
+
+def _spread(values: Mapping[str, float], lower_is_better: bool) -> dict[str, float]:
+    """Min-max to [0, 1] (1 is best); all 1.0 when the values are equal."""
+    lo, hi = min(values.values()), max(values.values())
+    if hi - lo <= 1e-12:
+        return dict.fromkeys(values, 1.0)
+    if lower_is_better:
+        return {k: (hi - v) / (hi - lo) for k, v in values.items()}
+    return {k: (v - lo) / (hi - lo) for k, v in values.items()}
+
+
+class SemanticRouter:
+    def __init__(self, id: str, cards: Sequence[Card], default: str, encoder: PromptEncoder, *,
+                 budget_ms: float, weights: Weights | Mapping[str, float] | None = None,
+                 max_cost_per_mtok: float | None = None, margin: float = 0.0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        ids = [c.id for c in cards]
+        if not ids:
+            raise ValueError(f"router {id!r} has no candidates")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"router {id!r} lists a candidate twice")
+        if budget_ms <= 0:
+            raise ValueError(f"router {id!r}: budget_ms must be > 0")
+        if margin < 0:
+            raise ValueError(f"router {id!r}: margin must be >= 0")
+        self.id = id
+        self.cards: tuple[Card, ...] = tuple(cards)
+        self.default = default
+        self.encoder = encoder
+        self.budget_ms = budget_ms
+        self.weights = Weights.from_mapping(weights) if isinstance(weights, Mapping) else weights
+        self.max_cost_per_mtok = max_cost_per_mtok
+        self.margin = margin
+        self._clock = clock
+        self._centroids: dict[str, list[float]] = {}
+
+    @property
+    def prepared(self) -> bool:
+        return bool(self._centroids)
+
+    async def prepare(self) -> None:
+        """Embed every card once (one encoder call); raises what the encoder raises, so a
+        start-up can say which router could not be prepared."""
+        texts: list[str] = []
+        owners: list[str] = []
+        for card in self.cards:
+            card_texts = card.texts()
+            if not card_texts:
+                raise ValueError(f"router {self.id!r}: card {card.id!r} has no description or examples")
+            texts.extend(card_texts)
+            owners.extend([card.id] * len(card_texts))
+        vectors = await self.encoder.encode(texts)
+        if len(vectors) != len(texts):
+            raise ValueError(f"router {self.id!r}: the encoder returned {len(vectors)} vectors for {len(texts)} texts")
+        by_card: dict[str, list[list[float]]] = {}
+        for owner, vector in zip(owners, vectors, strict=True):
+            by_card.setdefault(owner, []).append(vector)
+        self._centroids = {card_id: _normalised_mean(vs) for card_id, vs in by_card.items()}
+
+    def fits(self, card: Card, prompt_tokens: int | None) -> bool:
+        if prompt_tokens is not None and card.context_length is not None and prompt_tokens > card.context_length:
+            return False
+        return not (self.max_cost_per_mtok is not None and card.price_per_mtok is not None
+                    and card.price_per_mtok > self.max_cost_per_mtok)
+
+    async def choose(self, prompt: str, *, prompt_tokens: int | None = None,
+                     latency_ms: Mapping[str, float] = _NO_LATENCY) -> Decision:
+        """The candidate for `prompt`; never raises (but lets a cancellation through)."""
+        start = self._clock()
+        try:
+            return await self._choose(prompt, prompt_tokens, latency_ms, start)
+        except Exception as exc:  # fail open: the router never fails a request
+            return self._default(f"default: {type(exc).__name__}", start)
+
+    async def _choose(self, prompt: str, prompt_tokens: int | None, latency_ms: Mapping[str, float],
+                      start: float) -> Decision:
+        if not self._centroids:
+            return self._default("default: not prepared", start)
+        fitting = [c for c in self.cards if self.fits(c, prompt_tokens)]
+        if not fitting:
+            return self._default("default: no candidate fits", start)
+        if len(fitting) == 1:
+            return self._decision(fitting[0].id, "only candidate that fits", None, start)
+        if not prompt.strip():
+            return self._default("default: empty prompt", start)
+        remaining_s = (self.budget_ms - self._elapsed_ms(start)) / 1000
+        try:
+            async with asyncio.timeout(max(remaining_s, 0.0)):
+                vectors = await self.encoder.encode([prompt])
+        except TimeoutError:
+            return self._default(f"default: over budget ({self._elapsed_ms(start):.1f} ms)", start)
+        elapsed = self._elapsed_ms(start)
+        if elapsed > self.budget_ms:
+            return self._default(f"default: over budget ({elapsed:.1f} ms > {self.budget_ms:g} ms)", start)
+        vector = vectors[0]
+        sims: dict[str, float] = {}
+        for card in fitting:
+            centroid = self._centroids[card.id]
+            if len(centroid) != len(vector):
+                raise ValueError("prompt and card vectors differ in length")
+            sims[card.id] = _dot(vector, centroid) + (self.margin if card.id == self.default else 0.0)
+        if self.weights is None:
+            return self._by_similarity(sims, start)
+        return self._by_weights(fitting, sims, latency_ms, self.weights, start)
+
+    def _by_similarity(self, sims: Mapping[str, float], start: float) -> Decision:
+        ranked = sorted(sims.items(), key=lambda kv: kv[1], reverse=True)
+        (best, score), (second, runner_up) = ranked[0], ranked[1]
+        raw = score - (self.margin if best == self.default else 0.0)
+        return self._decision(best, f"cos {raw:.3f} +{score - runner_up:.3f} over {second}", raw, start)
+
+    def _by_weights(self, fitting: Sequence[Card], sims: Mapping[str, float],
+                    latency_ms: Mapping[str, float], w: Weights, start: float) -> Decision:
+        quality = _spread(sims, lower_is_better=False)
+        known = {c.id: latency_ms[c.id] for c in fitting if c.id in latency_ms}
+        fill = statistics.median(known.values()) if known else 0.0
+        latency = _spread({c.id: known.get(c.id, fill) for c in fitting}, lower_is_better=True)
+        cost = _spread({c.id: c.price_per_mtok or 0.0 for c in fitting}, lower_is_better=True)
+        total = w.quality + w.latency + w.cost
+        scores = {c.id: (w.quality * quality[c.id] + w.latency * latency[c.id] + w.cost * cost[c.id]) / total
+                  for c in fitting}
+        best = max(scores, key=lambda k: (scores[k], sims[k]))
+        reason = f"score {scores[best]:.2f} (q {quality[best]:.2f} l {latency[best]:.2f} c {cost[best]:.2f})"
+        return self._decision(best, reason, scores[best], start)
+
+    def _elapsed_ms(self, start: float) -> float:
+        return (self._clock() - start) * 1000
+
+    def _decision(self, model: str, reason: str, score: float | None, start: float) -> Decision:
+        return Decision(model, reason, score, False, self._elapsed_ms(start))
+
+    def _default(self, reason: str, start: float) -> Decision:
+        return Decision(self.default, reason, None, True, self._elapsed_ms(start))

