@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
-import orjson
 import pytest
 
 from appliance.api.errors import status_of
@@ -20,69 +18,17 @@ from appliance.domain.errors import (
     InvalidRequest,
 )
 from appliance.domain.models import ModelDirectory
-from appliance.domain.ports import Capabilities, UpstreamReply
-from appliance.domain.records import ChatOutcome
+from appliance.domain.ports import Capabilities
 from appliance.domain.routing import ModelEntry, ModelRouter
 from appliance.domain.upstreams import BreakerPolicy, Upstreams
-
-REPLY = {"id": "x", "object": "chat.completion", "model": "m",
-         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-         "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
-
-
-class Backend:
-    def __init__(self, name: str, *, fail: list[BaseException] | None = None, tokens: int | None = None,
-                 delay: float = 0.0, capabilities: Capabilities = Capabilities()) -> None:  # noqa: B008
-        self.name = name
-        self.capabilities = capabilities
-        self.fail = list(fail or [])
-        self.calls: list[Mapping[str, Any]] = []
-        self.tokens = tokens
-        self.delay = delay
-
-    async def complete(self, payload: Mapping[str, Any]) -> UpstreamReply:
-        self.calls.append(payload)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.fail:
-            raise self.fail.pop(0)
-        return UpstreamReply(orjson.loads(orjson.dumps(REPLY)))
-
-    async def open_stream(self, payload: Mapping[str, Any]) -> Any:
-        raise NotImplementedError
-
-    async def list_models(self) -> list[dict[str, Any]]:
-        return []
-
-    async def count_tokens(self, payload: Mapping[str, Any]) -> int | None:
-        return self.tokens
-
-    async def loaded_models(self) -> frozenset[str] | None:
-        return None
-
-
-class Outcomes:
-    def __init__(self) -> None:
-        self.chats: list[ChatOutcome] = []
-
-    def chat(self, outcome: ChatOutcome) -> None:
-        self.chats.append(outcome)
-
-    def embedding(self, outcome: Any) -> None: ...
-
-    def retrieval(self, outcome: Any) -> None: ...
-
-
-class Codec:
-    loads = staticmethod(orjson.loads)
-    dumps = staticmethod(orjson.dumps)
+from tests.unit.chat_fakes import Codec, FakeBackend, Outcomes
 
 
 def down(name: str) -> BackendUnavailable:
     return BackendUnavailable(f"backend {name} is unreachable", backend=name)
 
 
-def setup(entries: list[ModelEntry], *backends: Backend, failures: int = 3,
+def setup(entries: list[ModelEntry], *backends: FakeBackend, failures: int = 3,
           cooldown: float = 30.0) -> tuple[ChatService, Outcomes, Upstreams]:
     by_name = {b.name: b for b in backends}
     router = ModelRouter(entries, [])
@@ -108,7 +54,7 @@ GENERAL = ModelEntry("general", ("b",), "llama-general")
 
 
 async def test_a_model_whose_backend_fails_before_the_first_byte_falls_back() -> None:
-    a, b = Backend("a", fail=[down("a")]), Backend("b")
+    a, b = FakeBackend("a", fail=[down("a")]), FakeBackend("b")
     chat, outcomes, _ = setup([CODER, GENERAL], a, b)
     reply, plan = await answer(chat, request("coder"))
     assert reply.body["model"] == "coder"                       # the client's name stays
@@ -122,7 +68,7 @@ async def test_a_model_whose_backend_fails_before_the_first_byte_falls_back() ->
 @pytest.mark.parametrize("failure", [BackendTimeout("slow", backend="a"),
                                      BackendRejected("busy", status=429, backend="a", retry_after="7")])
 async def test_timeouts_and_429s_fall_back_too(failure: Exception) -> None:
-    chat, _, upstreams = setup([CODER, GENERAL], Backend("a", fail=[failure]), Backend("b"), cooldown=2)
+    chat, _, upstreams = setup([CODER, GENERAL], FakeBackend("a", fail=[failure]), FakeBackend("b"), cooldown=2)
     _, plan = await answer(chat, request("coder"))
     assert plan.backend == "b"
     if isinstance(failure, BackendRejected):  # its Retry-After opens the breaker at once, for that long
@@ -130,8 +76,8 @@ async def test_timeouts_and_429s_fall_back_too(failure: Exception) -> None:
 
 
 async def test_the_backends_own_refusal_is_the_answer_not_a_reason_to_fall_back() -> None:
-    b = Backend("b")
-    chat, outcomes, _ = setup([CODER, GENERAL], Backend("a", fail=[BackendRejected("bad", status=400, backend="a")]), b)
+    b = FakeBackend("b")
+    chat, outcomes, _ = setup([CODER, GENERAL], FakeBackend("a", fail=[BackendRejected("bad", status=400, backend="a")]), b)
     with pytest.raises(BackendRejected):
         await answer(chat, request("coder"))
     assert b.calls == [] and outcomes.chats[0].status == 400
@@ -139,7 +85,7 @@ async def test_the_backends_own_refusal_is_the_answer_not_a_reason_to_fall_back(
 
 async def test_replicas_take_the_least_busy_and_a_failed_one_is_retried_on_another() -> None:
     entry = ModelEntry("m", ("r1", "r2"), "m")
-    r1, r2 = Backend("r1", delay=0.05), Backend("r2", delay=0.05)
+    r1, r2 = FakeBackend("r1", delay=0.05), FakeBackend("r2", delay=0.05)
     chat, _, _ = setup([entry], r1, r2)
     await asyncio.gather(*(answer(chat, request("m")) for _ in range(10)))
     assert len(r1.calls) == len(r2.calls) == 5                   # least outstanding balances them
@@ -151,7 +97,7 @@ async def test_replicas_take_the_least_busy_and_a_failed_one_is_retried_on_anoth
 
 async def test_a_replica_with_the_model_loaded_is_preferred() -> None:
     entry = ModelEntry("m", ("r1", "r2"), "qwen3:8b")
-    chat, _, upstreams = setup([entry], Backend("r1"), Backend("r2"))
+    chat, _, upstreams = setup([entry], FakeBackend("r1"), FakeBackend("r2"))
     upstreams.set_loaded("r1", frozenset({"other"}))
     upstreams.set_loaded("r2", frozenset({"qwen3:8b"}))
     for _ in range(3):
@@ -161,7 +107,7 @@ async def test_a_replica_with_the_model_loaded_is_preferred() -> None:
 
 async def test_a_breaker_opens_after_n_failures_skips_at_no_cost_then_probes_and_recovers() -> None:
     clock = [0.0]
-    a, b = Backend("a", fail=[down("a")] * 3), Backend("b")
+    a, b = FakeBackend("a", fail=[down("a")] * 3), FakeBackend("b")
     chat, _, upstreams = setup([CODER, GENERAL], a, b, failures=3, cooldown=10)
     for breaker in upstreams.breakers.values():
         breaker._clock = lambda: clock[0]
@@ -177,7 +123,7 @@ async def test_a_breaker_opens_after_n_failures_skips_at_no_cost_then_probes_and
 
 
 async def test_every_backend_resting_is_a_503_with_retry_after() -> None:
-    chat, _, upstreams = setup([ModelEntry("m", ("a",), "m")], Backend("a"), failures=1, cooldown=30)
+    chat, _, upstreams = setup([ModelEntry("m", ("a",), "m")], FakeBackend("a"), failures=1, cooldown=30)
     upstreams.failed("a")
     with pytest.raises(BackendsResting) as err:
         await answer(chat, request("m"))
@@ -189,26 +135,26 @@ BIG = ModelEntry("big", ("b",), "big", context_length=100_000)
 
 
 async def test_a_prompt_that_does_not_fit_goes_to_a_fallback_that_fits() -> None:
-    a, b = Backend("a"), Backend("b")
+    a, b = FakeBackend("a"), FakeBackend("b")
     chat, _, _ = setup([SMALL, BIG], a, b)
     _, plan = await answer(chat, request("small", "word " * 400))
     assert plan.target.model_id == "big" and a.calls == []
 
 
 async def test_the_backends_tokenizer_overrules_the_estimate() -> None:
-    a = Backend("a", tokens=60, capabilities=Capabilities(tokenize=True))
-    chat, _, _ = setup([SMALL, BIG], a, Backend("b"))
+    a = FakeBackend("a", tokens=60, capabilities=Capabilities(tokenize=True))
+    chat, _, _ = setup([SMALL, BIG], a, FakeBackend("b"))
     _, plan = await answer(chat, request("small", "x " * 200))   # estimated over 100, counted 60
     assert plan.target.model_id == "small"
 
 
 async def test_a_prompt_that_fits_nothing_is_a_400_when_counted_and_tried_when_only_estimated() -> None:
     counted = ModelEntry("c", ("a",), "c", context_length=10)
-    chat, _, _ = setup([counted], Backend("a", tokens=500, capabilities=Capabilities(tokenize=True)))
+    chat, _, _ = setup([counted], FakeBackend("a", tokens=500, capabilities=Capabilities(tokenize=True)))
     with pytest.raises(InvalidRequest) as err:
         await answer(chat, request("c", "word " * 100))
     assert err.value.code == "context_length_exceeded"
     guessed = ModelEntry("g", ("b",), "g", context_length=10)
-    chat, _, _ = setup([guessed], Backend("b"))
+    chat, _, _ = setup([guessed], FakeBackend("b"))
     _, plan = await answer(chat, request("g", "word " * 100))
     assert plan.backend == "b"

@@ -4,10 +4,8 @@ dialect, and every way a call can end recorded with an honest status."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
-import orjson
 import pytest
 
 from appliance.api.errors import status_of
@@ -16,59 +14,12 @@ from appliance.config import BackendConfig, CapabilitiesConfig
 from appliance.domain.chat import ChatRequest, ChatService
 from appliance.domain.errors import BackendTimeout
 from appliance.domain.models import ModelDirectory
-from appliance.domain.ports import Capabilities, UpstreamReply
-from appliance.domain.records import ChatOutcome
+from appliance.domain.ports import Capabilities
 from appliance.domain.routing import ModelRouter, RouteRule
-
-REPLY = {"id": "x", "object": "chat.completion", "model": "m",
-         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-         "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+from tests.unit.chat_fakes import Codec, FakeBackend, Outcomes
 
 
-class Backend:
-    def __init__(self, name: str, capabilities: Capabilities, fail: BaseException | None = None) -> None:
-        self.name = name
-        self.capabilities = capabilities
-        self.fail = fail
-        self.sent: list[Mapping[str, Any]] = []
-
-    async def complete(self, payload: Mapping[str, Any]) -> UpstreamReply:
-        self.sent.append(payload)
-        if self.fail is not None:
-            raise self.fail
-        return UpstreamReply(orjson.loads(orjson.dumps(REPLY)))
-
-    async def open_stream(self, payload: Mapping[str, Any]) -> Any:
-        raise NotImplementedError
-
-    async def list_models(self) -> list[dict[str, Any]]:
-        return []
-
-    async def count_tokens(self, payload: Mapping[str, Any]) -> int | None:
-        return None
-
-    async def loaded_models(self) -> frozenset[str] | None:
-        return None
-
-
-class Outcomes:
-    def __init__(self) -> None:
-        self.chats: list[ChatOutcome] = []
-
-    def chat(self, outcome: ChatOutcome) -> None:
-        self.chats.append(outcome)
-
-    def embedding(self, outcome: Any) -> None: ...
-
-    def retrieval(self, outcome: Any) -> None: ...
-
-
-class Codec:
-    loads = staticmethod(orjson.loads)
-    dumps = staticmethod(orjson.dumps)
-
-
-def service(*backends: Backend) -> tuple[ChatService, Outcomes]:
+def service(*backends: FakeBackend) -> tuple[ChatService, Outcomes]:
     by_name = {b.name: b for b in backends}
     router = ModelRouter([], [RouteRule(f"{b.name}-*", b.name) for b in backends])
     outcomes = Outcomes()
@@ -89,11 +40,11 @@ def kind(name: str) -> Capabilities:
 @pytest.mark.parametrize(("backend_kind", "sent"), [("vllm", True), ("llamacpp", True), ("lmstudio", True),
                                                      ("ollama", True), ("openai", False)])
 async def test_extension_fields_reach_only_backends_that_take_them(backend_kind: str, sent: bool) -> None:
-    backend = Backend("b", kind(backend_kind))
+    backend = FakeBackend("b", capabilities=kind(backend_kind))
     chat, _ = service(backend)
     req = request("b-model", top_k=40, min_p=0.05)
     await chat.complete(req, await chat.plan(req))
-    [payload] = backend.sent
+    [payload] = backend.calls
     assert ("top_k" in payload and "min_p" in payload) is sent
     assert payload["messages"] == [{"role": "user", "content": "hi"}]
 
@@ -107,7 +58,7 @@ def test_capabilities_by_kind_and_overridden_in_the_catalog() -> None:
 
 
 async def test_a_completed_call_is_recorded_as_200() -> None:
-    chat, outcomes = service(Backend("b", kind("vllm")))
+    chat, outcomes = service(FakeBackend("b", capabilities=kind("vllm")))
     req = request("b-model")
     reply = await chat.complete(req, await chat.plan(req))
     assert reply.body["model"] == "b-model"
@@ -120,7 +71,7 @@ async def test_a_completed_call_is_recorded_as_200() -> None:
     (asyncio.CancelledError(), 499, "client disconnected"),
 ])
 async def test_a_failed_call_is_recorded_with_its_status(fail: BaseException, status: int, error: str) -> None:
-    chat, outcomes = service(Backend("b", kind("vllm"), fail=fail))
+    chat, outcomes = service(FakeBackend("b", capabilities=kind("vllm"), fail=[fail]))
     req = request("b-model")
     plan = await chat.plan(req)
     with pytest.raises(type(fail)):
