@@ -65,10 +65,12 @@ def fake_llm() -> Iterator[FakeLLM]:
 
 
 @pytest.fixture
-def llm(fake_llm: FakeLLM) -> FakeLLM:
-    """The session's fake LLM, with knobs and recorded requests reset for this test."""
+def llm(fake_llm: FakeLLM) -> Iterator[FakeLLM]:
+    """The session's fake LLM, with knobs and recorded requests reset for this test, and its
+    knobs reset after it: a 429 left set would trip another gateway's breaker later on."""
     fake_llm.reset()
-    return fake_llm
+    yield fake_llm
+    fake_llm.control()
 
 
 @pytest.fixture(scope="session")
