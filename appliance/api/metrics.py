@@ -20,7 +20,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from appliance.domain.breaker import State
+from appliance.domain.breaker import reporter
 from appliance.domain.records import ChatOutcome, EmbeddingOutcome, RetrievalOutcome
 
 HTTP_REQUESTS = Counter("appliance_http_requests_total", "HTTP requests answered",
@@ -100,13 +100,10 @@ class MetricsResource:
         resp.content_type = CONTENT_TYPE_LATEST
 
 
-def report_backend_breaker(name: str, state: State) -> None:
-    """A backend's breaker changed state: the gauge, and a line an operator will look for."""
-    BACKEND_BREAKER.labels(name).set(int(state))
-    if state is State.OPEN:
-        log.warning("backend breaker open: its requests go to replicas and fallbacks", extra={"backend": name})
-    elif state is State.CLOSED:
-        log.info("backend breaker closed", extra={"backend": name})
+# A backend's breaker changed state: the gauge, and a line an operator will look for.
+report_backend_breaker = reporter(lambda name, state: BACKEND_BREAKER.labels(name).set(state), log,
+                                  opened="backend breaker open: its requests go to replicas and fallbacks",
+                                  closed="backend breaker closed", key="backend")
 
 
 class MetricsRecorder:

@@ -14,6 +14,7 @@ injectable so tests need not sleep.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -112,3 +113,16 @@ class Breaker:
         self._state = state
         if self._on_change is not None:
             self._on_change(self.name, state)
+
+
+def reporter(set_state: Callable[[str, int], None], log: logging.Logger, *, opened: str, closed: str,
+             key: str = "breaker") -> Callable[[str, State], None]:
+    """An `on_change` that sets a gauge (`set_state(name, state)`) and logs what an operator
+    looks for: `opened` at warning, `closed` at info, with the breaker's name under `key`."""
+    def report(name: str, state: State) -> None:
+        set_state(name, int(state))
+        if state is State.OPEN:
+            log.warning(opened, extra={key: name})
+        elif state is State.CLOSED:
+            log.info(closed, extra={key: name})
+    return report

@@ -1,20 +1,15 @@
-"""The gRPC path's breaker reports: its state as a Prometheus gauge and a log line."""
+"""The gRPC path's breakers report their state as a Prometheus gauge and a log line."""
 
 from __future__ import annotations
 
 import logging
 
-from appliance.domain.breaker import Breaker, State
+from appliance.domain.breaker import Breaker, reporter
 from appliance.inference.metrics import BREAKER_STATE
 
-log = logging.getLogger(__name__)
-
-def _report(name: str, state: State) -> None:
-    BREAKER_STATE.labels(name).set(int(state))
-    if state is State.OPEN:
-        log.warning("inference breaker open: serving in process", extra={"breaker": name})
-    elif state is State.CLOSED:
-        log.info("inference breaker closed: remote path is usable", extra={"breaker": name})
+_report = reporter(lambda name, state: BREAKER_STATE.labels(name).set(state), logging.getLogger(__name__),
+                   opened="inference breaker open: serving in process",
+                   closed="inference breaker closed: remote path is usable")
 
 
 def inference_breaker(cooldown_s: float, name: str = "inference") -> Breaker:

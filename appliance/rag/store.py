@@ -21,7 +21,7 @@ from pgvector.psycopg import register_vector_async
 from prometheus_client import Counter, Gauge
 from psycopg.types.json import Jsonb
 
-from appliance.domain.breaker import Breaker, State
+from appliance.domain.breaker import Breaker, reporter
 from appliance.domain.errors import DependencyUnavailable, InvalidRequest
 from appliance.domain.knowledge import ChunkWrite, DocumentInfo, Hit, StoredDocument
 from appliance.rag.text_query import NO_STATS, LexemeStats, plan, tsquery_literal
@@ -65,13 +65,9 @@ BREAKER_STATE = Gauge("appliance_knowledge_breaker_state",
                       "Knowledge store breaker: 0 closed, 1 open, 2 half-open", ["breaker"], multiprocess_mode="max")
 
 
-def _report(name: str, state: State) -> None:
-    BREAKER_STATE.labels(name).set(int(state))
-    if state is State.OPEN:
-        log.warning("PostgreSQL breaker open: retrieval answers without the store until it is back",
-                    extra={"breaker": name})
-    elif state is State.CLOSED:
-        log.info("PostgreSQL breaker closed: the store answers again", extra={"breaker": name})
+_report = reporter(lambda name, state: BREAKER_STATE.labels(name).set(state), log,
+                   opened="PostgreSQL breaker open: retrieval answers without the store until it is back",
+                   closed="PostgreSQL breaker closed: the store answers again")
 
 
 class PgKnowledgeStore:
