@@ -26,7 +26,7 @@ usage: install.sh --role storage|desktop|compute|all [--dry-run] [--root DIR] [-
        install.sh --uninstall [--dry-run] [--root DIR]
 
   --role R       what this host runs: desktop (gateway, inference, NATS), compute (PostgreSQL,
-                 vLLM, llama.cpp, migrations, persister), storage (Prometheus, Grafana, Loki,
+                 vLLM, llama.cpp, migrations, persister), storage (Prometheus, Grafana, Loki, Tempo,
                  Vector, MinIO), or all of them
   --dry-run      print every action, change nothing
   --root DIR     install into DIR instead of / (no user, no systemctl)
@@ -291,15 +291,16 @@ role_storage() {
     install_quadlets appliance-prometheus.container appliance-prometheus.volume \
         appliance-grafana.container appliance-grafana.volume \
         appliance-loki.container appliance-loki.volume \
+        appliance-tempo.container appliance-tempo.volume \
         appliance-vector.container \
         appliance-minio.container appliance-minio.volume
     config_dirs prometheus grafana grafana/provisioning grafana/provisioning/datasources \
-        grafana/provisioning/dashboards grafana/dashboards loki vector
+        grafana/provisioning/dashboards grafana/dashboards loki tempo vector
     install_configs prometheus/prometheus.yml \
         grafana/provisioning/datasources/appliance.yaml \
         grafana/provisioning/dashboards/appliance.yaml \
         grafana/dashboards/appliance-gateway.json \
-        loki/loki.yaml vector/vector.yaml
+        loki/loki.yaml tempo/tempo.yaml vector/vector.yaml
     secret grafana-admin-password
     secret minio-root-user appliance
     secret minio-root-password

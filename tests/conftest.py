@@ -181,13 +181,13 @@ backend = "dead"
     return text + extra
 
 
-def start_gateway(tmp: Path, catalog: str, *, workers: int = 1, **env: str) -> Gateway:
+def start_gateway(tmp: Path, catalog: str, *, workers: int = 1, timeout: float = 30.0, **env: str) -> Gateway:
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "catalog.toml").write_text(catalog)
     port = procs.free_port()
     log = tmp / "gateway.log"
     proc = procs.spawn(["-m", "appliance", "serve", "--port", str(port), "--workers", str(workers),
-                        "--config", str(tmp / "catalog.toml")], port, log=log,
+                        "--config", str(tmp / "catalog.toml")], port, log=log, timeout=timeout,
                        env=procs.child_env(APPLIANCE_STATE_DIR=str(tmp / "state"), **env))
     return Gateway(proc, port, log, tmp / "state")
 

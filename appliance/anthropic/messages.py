@@ -5,7 +5,8 @@ Mapped: `system` (a string or text blocks), `text` / `image` / `tool_use` / `too
 blocks, client `tools` and `tool_choice` (with `disable_parallel_tool_use`), `max_tokens`,
 `stop_sequences`, `temperature`, `top_p`, `metadata.user_id` and `stream`. `top_k` is not in
 the OpenAI schema: it comes back apart, for the caller to add when the backend takes it.
-Dropped (logged at debug): `thinking`, `cache_control`, `service_tier` and whatever else has no
+Reasoning in the answer (`reasoning_content`, from the backend or the parser chain) becomes a
+`thinking` block before the text. Dropped (logged at debug): `thinking`, `cache_control`, `service_tier` and whatever else has no
 place in the OpenAI shape. Refused with 400: server tools, documents, images inside tool
 results, which the OpenAI shape cannot carry; bodies nested too deep or with too many
 messages (`appliance.wire.bounds`).
@@ -304,6 +305,9 @@ def message_response(completion: Mapping[str, Any], *, model: str, message_id: s
     choice = choices[0] if isinstance(choices[0], Mapping) else {}
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
+    thinking = reasoning_text(message)
+    if thinking:
+        content.append({"type": "thinking", "thinking": thinking, "signature": ""})
     text = _reply_text(message.get("content"))
     if text:
         content.append({"type": "text", "text": text})
@@ -319,6 +323,16 @@ def message_response(completion: Mapping[str, Any], *, model: str, message_id: s
             "stop_reason": reason, "stop_sequence": sequence,
             "usage": {"input_tokens": int(usage.get("prompt_tokens") or 0),
                       "output_tokens": int(usage.get("completion_tokens") or 0)}}
+
+
+def reasoning_text(part: Mapping[str, Any]) -> str:
+    """The reasoning an OpenAI message or delta carries (`reasoning_content`, or `reasoning`),
+    as the text of a `thinking` block. Its `signature` is empty: no Anthropic key signed it, and
+    this gateway drops thinking blocks a client sends back."""
+    value = part.get("reasoning_content")
+    if value is None:
+        value = part.get("reasoning")
+    return value if isinstance(value, str) else ""
 
 
 def _reply_text(content: Any) -> str:

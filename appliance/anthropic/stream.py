@@ -3,7 +3,9 @@
 The Messages stream is a sequence of content blocks, each opened, filled with deltas and
 closed, framed by `message_start` and `message_delta` + `message_stop`. OpenAI chunks carry
 text and tool-call fragments in one delta, so the translator keeps the open block and starts
-a new one whenever the kind (or the tool call) changes.
+a new one whenever the kind (or the tool call) changes. Reasoning (`reasoning_content`) is a
+`thinking` block: `content_block_start` with an empty thinking and signature, `thinking_delta`s,
+`content_block_stop`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from appliance.anthropic.messages import matched_stop, stop_reason
+from appliance.anthropic.messages import matched_stop, reasoning_text, stop_reason
 
 
 def sse_event(name: str, data: Mapping[str, Any]) -> bytes:
@@ -49,6 +51,11 @@ class StreamTranslator:
             if choice.get("index", 0) != 0:
                 continue  # the Messages API has one answer per request
             delta = choice.get("delta") or {}
+            thinking = reasoning_text(delta)
+            if thinking:
+                if self._open != ("thinking", -1):
+                    out += self._open_block(("thinking", -1), {"type": "thinking", "thinking": "", "signature": ""})
+                out.append(self._delta({"type": "thinking_delta", "thinking": thinking}))
             text = delta.get("content")
             if text:
                 if self._open != ("text", -1):

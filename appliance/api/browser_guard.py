@@ -61,11 +61,12 @@ def machine_names() -> set[str]:
 class BrowserGuard:
     def __init__(self, *, check_host: bool, allowed_hosts: Iterable[str] = ()) -> None:
         self._check_host = check_host
-        self._allowed = {h.lower() for h in allowed_hosts} | (machine_names() if check_host else set())
+        self._allowed = {h.lower() for h in allowed_hosts} | machine_names()
         self._verdicts: dict[str, bool] = {}
 
-    def check(self, req: falcon.asgi.Request) -> None:
-        if self._check_host:
+    def check(self, req: falcon.asgi.Request, check_host: bool | None = None) -> None:
+        """`check_host` overrides the constructor's (keys can appear and go while serving)."""
+        if self._check_host if check_host is None else check_host:
             self._host(req.get_header("Host") or "")
         if req.method in _BODY_METHODS:
             self._content_type(req)

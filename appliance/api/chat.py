@@ -10,7 +10,7 @@ import orjson
 
 from appliance.api.body import read_json
 from appliance.api.streaming import chat_request, overhead, plan_headers, stream_body, stream_head
-from appliance.domain.chat import ChatService
+from appliance.domain.chat import ChatPlan, ChatService, passages_json, prompt_json
 from appliance.openai.chat import validate_chat
 from appliance.openai.sse import DONE_EVENT, encode
 
@@ -37,10 +37,25 @@ class ChatCompletions:
         stream_head(resp, "text/event-stream")
         overhead(resp, creq, events.upstream_ms)
         req.context.defer_log = True
-        resp.stream = stream_body(req, events, _sse, self._finish)
+        lead = _passages_event(plan) if _wants_passages(req) and plan.route == "rag" else b""
+
+        async def sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            if lead:
+                yield lead
+            async for data in chunks:
+                yield encode(data)
+            yield DONE_EVENT
+
+        resp.stream = stream_body(req, events, sse, self._finish)
 
 
-async def _sse(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    async for data in events:
-        yield encode(data)
-    yield DONE_EVENT
+def _wants_passages(req: falcon.asgi.Request) -> bool:
+    return (req.get_header("x-appliance-passages") or "").strip().lower() in ("1", "true", "yes")
+
+
+def _passages_event(plan: ChatPlan) -> bytes:
+    """Asked for with `x-appliance-passages: true` (the web UI does): one named SSE event
+    before the first chunk with the numbered passages and the prompt; a client that did not
+    ask never sees it."""
+    body = orjson.dumps({"passages": passages_json(plan.passages), "prompt": prompt_json(plan.prompt)})
+    return b"event: appliance.passages\ndata: " + body + b"\n\n"

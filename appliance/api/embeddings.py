@@ -9,6 +9,7 @@ import falcon
 import falcon.asgi
 import orjson
 
+from appliance.api.access import caller_of, check_model
 from appliance.api.body import read_json
 from appliance.domain.embeddings import EmbeddingService
 from appliance.openai.embeddings import (
@@ -29,7 +30,9 @@ class EmbeddingsResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         request = parse_embeddings(await read_json(req), self._max_inputs)
         req.context.model = request.model
-        result = await self._service.embed(request.inputs, correlation_id=req.context.cid,
+        if request.model:
+            check_model(req, request.model)
+        result = await self._service.embed(request.inputs, correlation_id=req.context.cid, key=caller_of(req).name,
                                            dimensions=request.dimensions)
         resp.set_header(PATH_HEADER, result.path)
         resp.data = orjson.dumps(embeddings_response(result.vectors, result.model, result.tokens,
@@ -44,6 +47,8 @@ class RerankResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         request = parse_rerank(await read_json(req), self._max_documents)
+        if request.model:
+            check_model(req, request.model)
         ranked = await self._service.rerank(request.query, request.documents, request.top_n)
         resp.set_header(PATH_HEADER, self._service.served_by())
         resp.data = orjson.dumps(rerank_response(

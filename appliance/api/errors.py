@@ -33,8 +33,10 @@ from appliance.domain.errors import (
     BackendsResting,
     BackendTimeout,
     BackendUnavailable,
+    ContentFiltered,
     DependencyUnavailable,
     Forbidden,
+    InsufficientQuota,
     InvalidRequest,
     ModelNotFound,
     NotFound,
@@ -62,6 +64,7 @@ class Kind:
 KINDS: Final[Mapping[type[BaseException], Kind]] = {
     InvalidRequest: Kind(400, "invalid_request_error"),
     WireError: Kind(400, "invalid_request_error"),
+    ContentFiltered: Kind(400, "invalid_request_error", "content_filter"),
     Unauthorized: Kind(401, "authentication_error", "invalid_api_key"),
     Forbidden: Kind(403, "permission_error", "forbidden"),
     NotFound: Kind(404, "invalid_request_error", "not_found"),
@@ -70,6 +73,7 @@ KINDS: Final[Mapping[type[BaseException], Kind]] = {
     UnsupportedMediaType: Kind(415, "invalid_request_error", "unsupported_media_type"),
     RequestTimeout: Kind(408, "invalid_request_error", "request_timeout"),
     RateLimited: Kind(429, "rate_limit_error", "rate_limit_exceeded"),
+    InsufficientQuota: Kind(429, "insufficient_quota", "insufficient_quota"),
     UpstreamError: Kind(502, "api_error"),
     BackendUnavailable: Kind(502, "api_error", "backend_unavailable"),
     BackendTimeout: Kind(504, "api_error", "backend_timeout"),
@@ -165,6 +169,9 @@ class Dialect:
 DIALECTS: Final = (
     Dialect("anthropic", "/v1/messages", _anthropic_body, lambda f: sse_event("error", _anthropic_body(f))),
     Dialect("ollama", "/api/", _ollama_body, lambda f: orjson.dumps(_ollama_body(f)) + b"\n"),
+    # A Responses stream ends with `response.failed`, which carries the stream's sequence number
+    # and the output so far: its translator writes it (api/responses.py), nothing follows.
+    Dialect("responses", "/v1/responses", _openai_body, lambda f: b""),
     Dialect("openai", "", _openai_body, lambda f: sse_data(orjson.dumps(_openai_body(f)))),
 )
 

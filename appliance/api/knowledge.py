@@ -8,6 +8,7 @@ import falcon
 import falcon.asgi
 import orjson
 
+from appliance.api.access import caller_of
 from appliance.api.body import read_json
 from appliance.api.unavailable import Unavailable
 from appliance.domain.errors import InvalidRequest, NotFound
@@ -68,11 +69,9 @@ class DocumentsResource:
         docs = body if isinstance(body, list) else body.get("documents", [body]) if isinstance(body, dict) else None
         if not isinstance(docs, list) or not docs or len(docs) > MAX_DOCUMENTS_PER_REQUEST:
             raise InvalidRequest(f"send a document object or a list of 1-{MAX_DOCUMENTS_PER_REQUEST}", param="documents")
-        service = self._service
-        results = []
-        for document_id, text, metadata in [_document(doc, f"documents[{i}]") for i, doc in enumerate(docs)]:
-            result = await service.put_document(workspace, document_id, text, metadata)
-            results.append({"id": result.document_id, "status": result.status, "chunks": result.chunks})
+        checked = [_document(doc, f"documents[{i}]") for i, doc in enumerate(docs)]
+        results = [{"id": r.document_id, "status": r.status, "chunks": r.chunks}
+                   for r in await self._service.put_documents(workspace, checked)]
         created = any(r["status"] == "created" for r in results)
         _json(resp, {"object": "list", "data": results}, 201 if created else 200)
 
@@ -89,6 +88,21 @@ class DocumentsResource:
         if not await self._service.delete_document(workspace, check_text(document_id, "id")):
             raise NotFound(f"No document '{document_id}' in workspace '{workspace}'", param="id")
         _json(resp, {"id": document_id, "object": "document", "deleted": True})
+
+
+class WorkspacesResource:
+    """GET /v1/knowledge: the workspaces that hold documents, with their counts (for a key
+    limited to some workspaces, those)."""
+
+    def __init__(self, service: KnowledgeService) -> None:
+        self._service = service
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        limit = req.get_param_as_int("limit", min_value=1, max_value=10000, default=1000)
+        allowed = caller_of(req).workspaces
+        _json(resp, {"object": "list", "data": [
+            {"workspace": w.workspace, "documents": w.documents, "chunks": w.chunks, "updated_at": w.updated_at}
+            for w in await self._service.list_workspaces(limit) if not allowed or w.workspace in allowed]})
 
 
 class SearchResource:
@@ -116,6 +130,8 @@ def add_routes(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response],
     documents: Any = DocumentsResource(service) if service else Unavailable(
         "knowledge is not configured: set APPLIANCE_DATABASE_URL (or run `appliance up`)")
     search: Any = SearchResource(service) if service else documents
+    workspaces: Any = WorkspacesResource(service) if service else documents
+    app.add_route("/v1/knowledge", workspaces)
     app.add_route("/v1/knowledge/{workspace}/documents", documents)
     app.add_route("/v1/knowledge/{workspace}/documents/{document_id}", documents, suffix="one")
     app.add_route("/v1/knowledge/{workspace}/search", search)

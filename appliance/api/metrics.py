@@ -39,6 +39,26 @@ FALLBACKS = Counter("appliance_chat_fallbacks_total", "Chats answered by a fallb
 MALFORMED = Counter("appliance_upstream_malformed_events_total",
                     "Upstream stream events skipped because they were not a readable chunk", ["backend"])
 CHATS = Counter("appliance_chat_completions_total", "Chat completions", ["model", "backend", "route", "streaming", "status"])
+# The OpenTelemetry GenAI metrics (gen_ai.client.token.usage, gen_ai.client.operation.duration,
+# gen_ai.server.time_to_first_token, gen_ai.server.time_per_output_token) under their Prometheus
+# names, with the semantic conventions' bucket boundaries; per model, backend and key (bounded together).
+_GENAI = ["gen_ai_operation_name", "model", "backend", "key"]
+GENAI_TOKENS = Histogram("gen_ai_client_token_usage", "Tokens per request (gen_ai.client.token.usage)",
+                         [*_GENAI, "gen_ai_token_type"],
+                         buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304))
+GENAI_DURATION = Histogram("gen_ai_client_operation_duration_seconds",
+                           "Request duration, first byte in to last byte out (gen_ai.client.operation.duration)",
+                           _GENAI, buckets=(0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24,
+                                            20.48, 40.96, 81.92))
+GENAI_TTFT = Histogram("gen_ai_server_time_to_first_token_seconds",
+                       "Time to the first token of a stream (gen_ai.server.time_to_first_token)", _GENAI,
+                       buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                                7.5, 10.0))
+GENAI_TPOT = Histogram("gen_ai_server_time_per_output_token_seconds",
+                       "Time per output token after the first, of a stream (gen_ai.server.time_per_output_token)",
+                       _GENAI, buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5))
+KEY_COST = Counter("appliance_key_cost_usd_total", "Cost by catalog prices, per key, model and backend",
+                   ["model", "backend", "key"])
 
 
 log = logging.getLogger(__name__)
@@ -66,6 +86,43 @@ class BoundedLabel:
 
 
 model_label = BoundedLabel(200)
+
+
+class BoundedLabels:
+    """Like `BoundedLabel`, for a combination of values: up to `limit` distinct tuples, later
+    newcomers all count as ("other", ...). Models x backends x keys would multiply past any
+    one label's bound."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[tuple[str, ...]] = set()
+
+    def __call__(self, *values: str) -> tuple[str, ...]:
+        if values in self._seen:
+            return values
+        if len(self._seen) >= self._limit:
+            return tuple(OTHER for _ in values)
+        self._seen.add(values)
+        return values
+
+
+genai_labels = BoundedLabels(500)
+_genai_chat: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+
+
+def _chat_children(model: str, backend: str, key: str) -> tuple[Any, ...]:
+    """A chat's six GenAI series for (model, backend, key), looked up once per combination (up
+    to 1,000 remembered: the names are the clients' own)."""
+    found = _genai_chat.get((model, backend, key))
+    if found is None:
+        m, b, k = genai_labels(model_label(model), backend, key)
+        found = (
+            GENAI_TOKENS.labels("chat", m, b, k, "input"), GENAI_TOKENS.labels("chat", m, b, k, "output"),
+            GENAI_DURATION.labels("chat", m, b, k), KEY_COST.labels(m, b, k), GENAI_TTFT.labels("chat", m, b, k),
+            GENAI_TPOT.labels("chat", m, b, k))
+        if len(_genai_chat) < 1000:
+            _genai_chat[(model, backend, key)] = found
+    return found
 
 
 def method_label(method: str) -> str:
@@ -129,10 +186,29 @@ class MetricsRecorder:
             labelled(FALLBACKS, model_label(fallback["from"]), model_label(fallback["to"])).inc()
         if outcome.malformed_events:
             labelled(MALFORMED, outcome.backend).inc(outcome.malformed_events)
+        self._genai(outcome)
+
+    @staticmethod
+    def _genai(outcome: ChatOutcome) -> None:
+        tokens_in, tokens_out, duration, cost, ttft, tpot = _chat_children(outcome.model, outcome.backend,
+                                                                            outcome.key or "")
+        usage = outcome.usage
+        tokens_in.observe(usage.prompt_tokens)
+        tokens_out.observe(usage.completion_tokens)
+        duration.observe(outcome.latency_ms / 1000)
+        if outcome.cost_usd:
+            cost.inc(outcome.cost_usd)
+        if outcome.ttft_ms is not None:
+            ttft.observe(outcome.ttft_ms / 1000)
+            if usage.completion_tokens > 1:
+                tpot.observe(max((outcome.latency_ms - outcome.ttft_ms) / 1000 / (usage.completion_tokens - 1), 0.0))
 
     def embedding(self, outcome: EmbeddingOutcome) -> None:
         if outcome.tokens:
             labelled(TOKENS, "embedding", model_label(outcome.model)).inc(outcome.tokens)
+        model, backend, key = genai_labels(model_label(outcome.model), "inference", outcome.key or "")
+        labelled(GENAI_TOKENS, "embeddings", model, backend, key, "input").observe(outcome.tokens)
+        labelled(GENAI_DURATION, "embeddings", model, backend, key).observe(outcome.latency_ms / 1000)
 
     def retrieval(self, outcome: RetrievalOutcome) -> None:
         return None

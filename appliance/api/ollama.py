@@ -14,6 +14,7 @@ import falcon
 import falcon.asgi
 import orjson
 
+from appliance.api.access import caller_of, check_model
 from appliance.api.body import read_json
 from appliance.api.embeddings import PATH_HEADER
 from appliance.api.streaming import chat_request, overhead, plan_headers, stream_body, stream_head
@@ -51,6 +52,7 @@ class Generation:
         req.context.model = call.model
         resp.content_type = falcon.MEDIA_JSON
         if call.body is None:  # nothing to generate: Ollama's load request, answered once the model resolves
+            check_model(req, call.model)
             await self._chat.target(call.model)
             resp.data = orjson.dumps(loaded(chat=self._chat_shape, model=call.model, created_at=timestamp(time.time()),
                                             unload=call.keep_alive in _UNLOAD))
@@ -137,7 +139,8 @@ class Embed:
         else:
             call = parse_embed(body, self._max_inputs)
             inputs, dimensions = call.inputs, call.dimensions
-        result = await self._service.embed(inputs, correlation_id=req.context.cid, dimensions=dimensions)
+        result = await self._service.embed(inputs, correlation_id=req.context.cid, dimensions=dimensions,
+                                           key=caller_of(req).name)
         resp.set_header(PATH_HEADER, result.path)
         if self._legacy:
             resp.data = orjson.dumps(embeddings_response(result.vectors[0]))

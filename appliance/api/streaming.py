@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import falcon.asgi
 
+from appliance.api.access import admit_chat, caller_of
 from appliance.api.asgi_scope import RECEIVE_KEY
 from appliance.api.errors import dialect_for, failure_of, log_failure
 from appliance.domain.chat import ChatPlan, ChatRequest
@@ -103,10 +104,13 @@ def stream_head(resp: falcon.asgi.Response, content_type: str) -> None:
 
 def chat_request(req: falcon.asgi.Request, body: dict[str, Any], model: str, stream: bool,
                  extensions: Mapping[str, Any] | None = None) -> ChatRequest:
-    """The domain's request from a dialect's translated body and the request's headers."""
+    """The domain's request from a dialect's translated body and the request's headers; the
+    caller's key may use the model and has room for its tokens (api/access.py), or this raises."""
     req.context.model = model
+    admit_chat(req, model, body)
     return ChatRequest(body, model, stream, req.context.cid, workspace=req.get_header("x-workspace"),
-                       rag_top_k=rag_top_k(req), received_at=req.context.started, extensions=extensions or {})
+                       rag_top_k=rag_top_k(req), prompt=req.get_header("x-prompt-version"),
+                       received_at=req.context.started, extensions=extensions or {}, key=caller_of(req).name)
 
 
 def rag_top_k(req: falcon.asgi.Request) -> int | None:
@@ -130,8 +134,12 @@ def plan_headers(req: falcon.asgi.Request, resp: falcon.asgi.Response, plan: Cha
     resp.set_header("x-appliance-route", plan.route)
     if plan.route == "rag":
         resp.set_header("x-appliance-sources", ",".join(plan.sources))
+    if plan.prompt is not None:
+        resp.set_header("x-appliance-prompt", plan.prompt.ref)
     if plan.warnings:
         resp.set_header("x-appliance-warning", "; ".join(plan.warnings))
+    if plan.schema_warning is not None:  # the parser chain's output-format stage gave up (docs/parsers.md)
+        resp.set_header("x-appliance-schema-warning", plan.schema_warning.encode("ascii", "replace").decode())
 
 
 def overhead(resp: falcon.asgi.Response, creq: ChatRequest, upstream_ms: float) -> None:

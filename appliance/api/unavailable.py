@@ -15,3 +15,4 @@ class Unavailable:
         raise DependencyUnavailable(self._why)
 
     on_post = on_delete = on_get_one = on_post_one = on_delete_one = on_get
+    on_post_rotate = on_get

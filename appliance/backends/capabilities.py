@@ -22,11 +22,11 @@ from appliance.domain.ports import Capabilities
 _LOCAL_SAMPLING: Final = frozenset({"top_k", "min_p", "repeat_penalty"})
 BY_KIND: Final = {
     "vllm": Capabilities(frozenset({"top_k", "min_p", "repetition_penalty"}), fetches_image_urls=True,
-                         completions=True, tokenize=True),
+                         completions=True, tokenize=True, local=True),
     "llamacpp": Capabilities(_LOCAL_SAMPLING | {"typical_p"}, fetches_image_urls=False, completions=True,
-                             tokenize=True),
-    "lmstudio": Capabilities(_LOCAL_SAMPLING, fetches_image_urls=False, completions=True),
-    "ollama": Capabilities(_LOCAL_SAMPLING, fetches_image_urls=False, completions=True),
+                             tokenize=True, local=True),
+    "lmstudio": Capabilities(_LOCAL_SAMPLING, fetches_image_urls=False, completions=True, local=True),
+    "ollama": Capabilities(_LOCAL_SAMPLING, fetches_image_urls=False, completions=True, local=True),
     "openai": Capabilities(frozenset(), fetches_image_urls=True),
 }
 
@@ -39,4 +39,6 @@ def capabilities_of(backend: BackendConfig) -> Capabilities:
         base.fetches_image_urls if given.fetches_image_urls is None else given.fetches_image_urls,
         base.completions if given.completions is None else given.completions,
         base.tokenize if given.tokenize is None else given.tokenize,
+        local=base.local,
+        provider=backend.kind,
     )

@@ -109,8 +109,20 @@ class OpenAICompatBackend:
         self._probe_timeout = aiohttp.ClientTimeout(total=min(3.0, timeout_s), connect=min(2.0, connect_timeout_s))
 
     async def complete(self, payload: Mapping[str, Any]) -> UpstreamReply:
+        return await self._post(payload, "/chat/completions")
+
+    async def complete_text(self, payload: Mapping[str, Any]) -> UpstreamReply:
+        return await self._post(payload, "/completions")
+
+    async def open_stream(self, payload: Mapping[str, Any]) -> _Stream:
+        return await self._open(payload, "/chat/completions")
+
+    async def open_text_stream(self, payload: Mapping[str, Any]) -> _Stream:
+        return await self._open(payload, "/completions")
+
+    async def _post(self, payload: Mapping[str, Any], path: str) -> UpstreamReply:
         try:
-            async with self._pool.session.post(f"{self.base_url}/chat/completions", data=orjson.dumps(payload),
+            async with self._pool.session.post(f"{self.base_url}{path}", data=orjson.dumps(payload),
                                           headers=self._headers, timeout=self._timeout) as resp:
                 if resp.status >= 400:
                     raise self._rejected(resp, await self._read_error(resp))
@@ -120,9 +132,9 @@ class OpenAICompatBackend:
         except Exception as exc:
             raise self._translate(exc) from exc
 
-    async def open_stream(self, payload: Mapping[str, Any]) -> _Stream:
+    async def _open(self, payload: Mapping[str, Any], path: str) -> _Stream:
         try:
-            resp = await self._pool.session.post(f"{self.base_url}/chat/completions", data=orjson.dumps(payload),
+            resp = await self._pool.session.post(f"{self.base_url}{path}", data=orjson.dumps(payload),
                                             headers=self._headers, timeout=self._stream_timeout)
         except Exception as exc:
             raise self._translate(exc) from exc

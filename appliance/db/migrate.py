@@ -2,7 +2,8 @@
 
 A migration file may use `{{name}}` placeholders (e.g. `{{embedding_dim}}`), filled from
 `params`. Applied versions are recorded in `schema_migrations`; an advisory lock makes two
-concurrent runs safe.
+concurrent runs safe. Data steps that SQL cannot do well run after the files, under the same
+lock, and are idempotent: `token_codec.convert` (0004's token-vector conversion).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
+
+from appliance.db import token_codec
 
 _LOCK_ID = 0x61707031  # "app1"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -62,6 +65,7 @@ def migrate(url: str, params: Mapping[str, object] | None = None, directory: Pat
                     conn.execute(render(path.read_text(encoding="utf-8"), params or {}).encode())
                     conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (path.stem,))
                 done.append(path.stem)
+            token_codec.convert(conn)  # 0004's data step: a no-op once every row is format 2
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return done

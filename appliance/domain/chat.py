@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,16 +18,25 @@ from appliance.domain.errors import (
     ApplianceError,
     BackendUnavailable,
     DependencyUnavailable,
+    InvalidRequest,
     ModelNotFound,
+    UpstreamError,
 )
+from appliance.domain.legacy_text import LegacyText, takes_text
 from appliance.domain.messages import last_user_text
 from appliance.domain.models import ModelDirectory
+from appliance.domain.parsers.chain import StreamChain
+from appliance.domain.parsers.output_format import answer_problem, answer_text, retry_messages
+from appliance.domain.parsers.policy import Parsers
+from appliance.domain.parsers.stages import OUTPUT_FORMAT
 from appliance.domain.ports import ChatBackend, UpstreamStream
-from appliance.domain.rag import ContextProvider, inject
+from appliance.domain.prompts import Prompt
+from appliance.domain.rag import ContextProvider, Passage, inject
 from appliance.domain.records import ChatOutcome, NullRecorder, Recorder
 from appliance.domain.routing import ModelRouter, Target
 from appliance.domain.semantic_router import Decision, SemanticRouter
 from appliance.domain.tally import Tally
+from appliance.domain.tracing import NO_TRACER, Tracer
 from appliance.domain.upstreams import Upstreams
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,17 @@ class JsonCodec(Protocol):
         ...
 
 
+class InputModeration(Protocol):
+    """Screens a request's input with a guard model before any other model sees it, for the
+    models and routers that ask for it (domain/moderation.py); raises `ContentFiltered`."""
+
+    def applies(self, names: Collection[str]) -> bool:
+        ...
+
+    async def screen(self, conversations: Sequence[Sequence[Mapping[str, Any]]], correlation_id: str) -> None:
+        ...
+
+
 @dataclass(slots=True)
 class ChatRequest:
     """A validated chat request; `body` is the client's JSON, passed through upstream."""
@@ -53,10 +73,13 @@ class ChatRequest:
     correlation_id: str
     workspace: str | None = None
     rag_top_k: int | None = None
+    prompt: str | None = None        # x-prompt-version: the RAG prompt asked for
     received_at: float = field(default_factory=time.perf_counter)
     # Fields outside the OpenAI schema a dialect parsed (Anthropic's top_k, Ollama's options):
     # sent only to a backend whose capabilities take them.
     extensions: Mapping[str, Any] = field(default_factory=dict)
+    key: str | None = None           # the caller's API key name (for the outcome), never the key
+    text: LegacyText | None = None   # a legacy /v1/completions body: what a text backend gets (legacy_text.py)
 
 
 @dataclass(slots=True)
@@ -68,18 +91,33 @@ class ChatPlan:
     payload: dict[str, Any]          # the request as every backend gets it (model and extensions fitted per try)
     route: str = "direct"
     sources: tuple[str, ...] = ()
+    passages: tuple[Passage, ...] = ()  # the numbered sources, as the prompt has them
+    prompt: Prompt | None = None        # the prompt the gateway wrote (RAG), None when it wrote none
     warnings: list[str] = field(default_factory=list)
     wants_usage: bool = False
     chain: tuple[Target, ...] = ()   # target, then its fallbacks
     backend: str = ""
     fallback_from: str | None = None  # the model asked for, when a fallback answered
     routing: dict[str, Any] = field(default_factory=dict)  # a router's decision: router, selected, reason
+    upstream_began: float | None = None  # clock time the answering backend's call began
+    schema_warning: str | None = None    # a strict json_schema answer still invalid after its retries
+    text_answer: bool = False            # a text backend answered a legacy completions request (text_completion shape)
 
 
 @dataclass(slots=True)
 class ChatReply:
     body: dict[str, Any]
     upstream_ms: float
+
+
+def passages_json(passages: tuple[Passage, ...]) -> list[dict[str, Any]]:
+    """The numbered sources as clients see them (`[n]` in the answer is `number`)."""
+    return [{"number": p.number, "document_id": p.document_id, "chunk_index": p.chunk_index,
+             "content": p.content, "scores": dict(p.scores)} for p in passages]
+
+
+def prompt_json(prompt: Prompt | None) -> dict[str, Any] | None:
+    return None if prompt is None else {"name": prompt.name, "version": prompt.version}
 
 
 class ChatService:
@@ -104,8 +142,14 @@ class ChatService:
         bytes_per_token: float = 2.5,
         routers: Mapping[str, SemanticRouter] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        parsers: Parsers | None = None,
+        tracer: Tracer = NO_TRACER,
+        moderation: InputModeration | None = None,
     ) -> None:
+        self._tracer = tracer
+        self._moderation = moderation
         self._router = router
+        self._parsers = parsers
         self._backends = backends
         self._directory = directory
         self._codec = codec
@@ -155,6 +199,8 @@ class ChatService:
                        "defaulted": decision.defaulted, "decision_ms": round(decision.elapsed_ms, 3)}
         payload = req.body
         plan = ChatPlan(target, payload, chain=self._chain(target), backend=target.backend, routing=routing)
+        if self._moderation is not None and self._moderation.applies({req.model, *(t.model_id for t in plan.chain)}):
+            await self._moderation.screen(_screened(req), req.correlation_id)
         if req.stream:
             options = payload.get("stream_options")
             plan.wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
@@ -163,6 +209,8 @@ class ChatService:
                 plan.payload = {**payload, "stream_options": {**(options or {}), "include_usage": True}}
         if req.workspace:
             await self._add_context(req, plan)
+        if self._parsers is not None and self._parsers.may_inline(plan.chain):
+            plan.payload = await self._parsers.inline(plan.chain, plan.payload)
         return plan
 
     async def _route(self, router: SemanticRouter, req: ChatRequest) -> Decision:
@@ -171,8 +219,12 @@ class ChatService:
         latency = self.upstreams.latency_ms()
         by_model = {c.id: latency[b] for c in router.cards
                     if (t := self._router.find(c.id)) is not None and (b := t.backend) in latency}
-        decision = await router.choose(last_user_text(messages), prompt_tokens=self._walk.estimate(req.body),
-                                       latency_ms=by_model)
+        with self._tracer.span("route", {"appliance.router": router.id}) as span:
+            decision = await router.choose(last_user_text(messages), prompt_tokens=self._walk.estimate(req.body),
+                                           latency_ms=by_model)
+            span.set("appliance.route.selected", decision.model)
+            span.set("appliance.route.reason", decision.reason)
+            span.set("appliance.route.defaulted", decision.defaulted)
         log.info("routed", extra={"router": router.id, "selected": decision.model, "reason": decision.reason,
                                   "defaulted": decision.defaulted, "decision_ms": round(decision.elapsed_ms, 3)})
         return decision
@@ -183,14 +235,18 @@ class ChatService:
             return
         query = last_user_text(req.body.get("messages") or [])
         try:
-            ctx = await self._context.context_for(req.workspace or "", query, req.rag_top_k or self._top_k,
-                                                  req.correlation_id)
+            with self._tracer.span("retrieve", {"appliance.workspace": req.workspace}) as span:
+                ctx = await self._context.context_for(req.workspace or "", query, req.rag_top_k or self._top_k,
+                                                      req.correlation_id, prompt=req.prompt)
+                span.set("appliance.retrieve.sources", len(ctx.sources))
         except DependencyUnavailable as exc:
             log.warning("retrieval unavailable, answering direct", extra={"workspace": req.workspace, "error": exc.message})
             plan.warnings.append(f"retrieval unavailable ({exc.message}); answered without retrieval")
             return
         plan.route = "rag"
         plan.sources = ctx.sources
+        plan.passages = ctx.passages
+        plan.prompt = ctx.prompt
         plan.payload = {**plan.payload, "messages": inject(plan.payload.get("messages") or [], ctx)}
 
     async def complete(self, req: ChatRequest, plan: ChatPlan) -> ChatReply:
@@ -199,7 +255,13 @@ class ChatService:
         status, error = 200, None
 
         async def call(backend: ChatBackend, payload: dict[str, Any]) -> dict[str, Any]:
-            body = (await backend.complete(payload)).body
+            if takes_text(req.text, backend):
+                assert req.text is not None
+                body = (await backend.complete_text(req.text.payload(payload, stream=False))).body
+            else:
+                if req.text is not None:
+                    req.text.refuse_chat(backend)
+                body = (await backend.complete(payload)).body
             problem = body_problem(body)
             if problem:
                 raise BackendUnavailable(f"backend {backend.name} sent a malformed answer: {problem}",
@@ -209,11 +271,14 @@ class ChatService:
         try:
             body, answered = await self._walk.run(plan.chain, plan.payload, req.extensions, call)
             self.upstreams.done(answered.backend)
-            self._answered(plan, answered)
+            self._answered(plan, answered, req.text)
+            if self._parsers is not None and not plan.text_answer:
+                body = await self._parsed_body(req, plan, body, call)
             tally.add_body(body)
             body["model"] = req.model
             if plan.route == "rag":
-                body["appliance"] = {"route": plan.route, "sources": list(plan.sources)}
+                body["appliance"] = {"route": plan.route, "sources": list(plan.sources),
+                                     "passages": passages_json(plan.passages), "prompt": prompt_json(plan.prompt)}
             return ChatReply(body, (self._clock() - started) * 1000)
         except BaseException as exc:
             status, error = self._failed(exc)
@@ -226,6 +291,10 @@ class ChatService:
         untouched where nothing needs changing. Errors before the first byte raise here."""
         upstream, started = await self._open(req, plan)
         tally = Tally()
+        chain = self._parsers.stream(plan.target, req.body) if self._parsers is not None else None
+        if chain is not None:
+            return ChatStream(lambda end: self._parsed(req, plan, upstream, tally, end, chain, encode=True),
+                              (self._clock() - started) * 1000, self._ender(req, plan, upstream, tally, started))
         return ChatStream(lambda end: self._passthrough(req, plan, upstream, tally, end),
                           (self._clock() - started) * 1000, self._ender(req, plan, upstream, tally, started))
 
@@ -235,6 +304,11 @@ class ChatService:
         included and model names untouched."""
         upstream, started = await self._open(req, plan)
         tally = Tally()
+        chain = self._parsers.stream(plan.target, req.body) if self._parsers is not None and not plan.text_answer \
+            else None
+        if chain is not None:
+            return ChatStream(lambda end: self._parsed(req, plan, upstream, tally, end, chain, encode=False),
+                              (self._clock() - started) * 1000, self._ender(req, plan, upstream, tally, started))
         return ChatStream(lambda end: self._decoded(plan, upstream, tally, end),
                           (self._clock() - started) * 1000, self._ender(req, plan, upstream, tally, started))
 
@@ -242,6 +316,11 @@ class ChatService:
         started = self._clock()
 
         async def call(backend: ChatBackend, payload: dict[str, Any]) -> UpstreamStream:
+            if takes_text(req.text, backend):
+                assert req.text is not None
+                return await backend.open_text_stream(req.text.payload(payload, stream=True))
+            if req.text is not None:
+                req.text.refuse_chat(backend)
             return await backend.open_stream(payload)
 
         try:
@@ -249,16 +328,18 @@ class ChatService:
         except BaseException as exc:
             self._record(req, plan, Tally(), started, *self._failed(exc), streaming=True)
             raise
-        self._answered(plan, answered)
+        self._answered(plan, answered, req.text)
         return upstream, started
 
-    def _answered(self, plan: ChatPlan, answered: Answered) -> None:
+    def _answered(self, plan: ChatPlan, answered: Answered, text: LegacyText | None = None) -> None:
         if answered.target.entry is not plan.target.entry:
             plan.fallback_from = plan.target.model_id
             plan.warnings.append(f"{plan.target.model_id} failed; answered by {answered.target.model_id}")
         plan.target = answered.target
         plan.backend = answered.backend
         plan.payload = answered.payload
+        plan.text_answer = takes_text(text, self._backends[answered.backend])
+        plan.upstream_began = self._clock() - answered.ttfb_ms / 1000
 
     def _failed(self, exc: BaseException) -> tuple[int, str]:
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
@@ -307,6 +388,96 @@ class ChatService:
                 yield chunk
         await end(200, None)  # whole: recorded before the dialect's closing frame goes out
 
+    async def _parsed(self, req: ChatRequest, plan: ChatPlan, upstream: UpstreamStream, tally: Tally, end: End,
+                      chain: StreamChain, *, encode: bool) -> AsyncIterator[Any]:
+        """`_passthrough` (`encode`: payload bytes) or `_decoded` (chunks), through the parser
+        chain (domain/parsers): a chunk it left alone goes out as the backend's bytes."""
+        dumps = self._codec.dumps
+        async for data in upstream:
+            chunk = self._readable(data, plan, tally)
+            if chunk is None:
+                continue
+            out = chain.feed(chunk)
+            if out is None:
+                continue
+            tally.add_chunk(out, self._clock())
+            if not encode:
+                yield out
+            elif not plan.wants_usage and "usage" in out:
+                if not out.get("choices"):
+                    continue
+                out = {k: v for k, v in out.items() if k != "usage"}
+                out["model"] = req.model
+                yield dumps(out)
+            elif out is not chunk or plan.target.renamed:
+                out["model"] = req.model
+                yield dumps(out)
+            else:
+                yield data
+        last = chain.finish()
+        if last is not None:
+            tally.add_chunk(last, self._clock())
+            if encode:
+                last["model"] = req.model
+            yield dumps(last) if encode else last
+        if chain.schema is not None and not tally.tool_calls:
+            self._check_streamed(plan, tally.text, chain.schema)
+        await end(200, None)  # whole: recorded before the closing frame goes out
+
+    def _check_streamed(self, plan: ChatPlan, text: str, schema: Mapping[str, Any]) -> None:
+        """A streamed strict json_schema answer cannot be asked again once it is out: checked,
+        counted and logged only."""
+        assert self._parsers is not None
+        problem = answer_problem(text, schema)
+        self._parsers.count(OUTPUT_FORMAT, "valid" if problem is None else "invalid_streamed")
+        if problem is not None:
+            log.warning("a streamed answer does not match its strict json_schema",
+                        extra={"backend": plan.backend, "at": problem.split(":", 1)[0]})
+
+    async def _parsed_body(self, req: ChatRequest, plan: ChatPlan, body: dict[str, Any],
+                           call: Callable[[ChatBackend, dict[str, Any]], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """The parser chain over a whole answer; a strict json_schema answer that does not
+        validate is asked again (`schema_retries` times), then returned with `schema_warning`."""
+        parsers = self._parsers
+        assert parsers is not None
+        parsers.body(plan.target, req.body, body)
+        schema = parsers.schema(plan.target, req.body)
+        if schema is None:
+            return body
+        retries = parsers.settings.schema_retries
+        problem = ""
+        for attempt in range(retries + 1):
+            text = answer_text(body)
+            if text is None:
+                return body
+            found = answer_problem(text, schema)
+            if found is None:
+                parsers.count(OUTPUT_FORMAT, "valid")
+                return body
+            problem = found
+            if attempt == retries:
+                break
+            parsers.count(OUTPUT_FORMAT, "retried")
+            log.info("an answer does not match its strict json_schema; asking again",
+                     extra={"backend": plan.backend, "at": problem.split(":", 1)[0]})
+            messages = list(plan.payload.get("messages") or [])
+            payload = {**plan.payload, "messages": retry_messages(messages, text, problem)}
+            try:
+                again, answered = await self._walk.run(plan.chain, payload, req.extensions, call)
+            except UpstreamError as exc:  # the answer there is beats none: returned, with the warning
+                log.warning("asking again for a strict json_schema answer failed",
+                            extra={"backend": plan.backend, "error": type(exc).__name__})
+                break
+            self.upstreams.done(answered.backend)
+            plan.backend = answered.backend
+            parsers.body(plan.target, req.body, again)
+            body = again
+        parsers.count(OUTPUT_FORMAT, "invalid_returned")
+        log.warning("an answer does not match its strict json_schema after retries; returned with a warning",
+                    extra={"backend": plan.backend, "at": problem.split(":", 1)[0]})
+        plan.schema_warning = problem
+        return body
+
     def _readable(self, data: bytes, plan: ChatPlan, tally: Tally) -> dict[str, Any] | None:
         """The event decoded, or None (skipped and counted) when it is not a readable chunk:
         not JSON, not an object, or a field the gateway reads has the wrong shape."""
@@ -336,6 +507,40 @@ class ChatService:
             out["fallback"] = {"from": plan.fallback_from, "to": plan.target.model_id}
         return out
 
+    def _trace_upstream(self, req: ChatRequest, plan: ChatPlan, tally: Tally, status: int, error: str | None,
+                        now: float, started: float) -> None:
+        """The upstream call's span, made when its outcome is known (as a child of the request's
+        span, with the times it had): from the answering backend's call, or from the first try
+        when none answered, to the end of the answer."""
+        wall = time.time()
+        began = plan.upstream_began if plan.upstream_began is not None else started
+        backend = self._backends.get(plan.backend)
+        usage = tally.usage
+        first = tally.first_token_at
+        span = self._tracer.start(f"chat {req.model}", {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": backend.capabilities.provider if backend is not None else None,
+            "gen_ai.request.model": req.model,
+            "gen_ai.response.model": plan.target.upstream_model,
+            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": usage.completion_tokens,
+            "gen_ai.response.finish_reasons": tally.finish_reason,
+            "appliance.backend": plan.backend, "appliance.route": plan.route,
+            "appliance.streaming": req.stream, "appliance.status": status,
+            "appliance.ttft_ms": round((first - req.received_at) * 1000, 3) if first else None,
+            "gen_ai.server.time_to_first_token": round(first - began, 6) if first else None,
+        }, start_time=wall - (now - began), client=True)
+        if error is not None:
+            span.fail(error, str(status))
+        span.end(wall)
+
+    def _gpu_seconds(self, plan: ChatPlan, now: float) -> float:
+        """The answering backend's time on this request, when it is a local server."""
+        backend = self._backends.get(plan.backend)
+        if plan.upstream_began is None or backend is None or not backend.capabilities.local:
+            return 0.0
+        return round(max(now - plan.upstream_began, 0.0), 6)
+
     def _record(self, req: ChatRequest, plan: ChatPlan, tally: Tally, started: float, status: int,
                 error: str | None, *, streaming: bool) -> None:
         now = self._clock()
@@ -364,6 +569,20 @@ class ChatService:
                 started_at=time.time() - (now - req.received_at),
                 malformed_events=tally.skipped,
                 routing=self._routing(plan),
+                gpu_seconds=self._gpu_seconds(plan, now),
+                key=req.key,
+                prompt=prompt_json(plan.prompt),
             ))
+            if self._tracer.enabled:
+                self._trace_upstream(req, plan, tally, status, error, now, started)
         except Exception:  # recording must never break a response
             log.exception("recording the chat outcome failed")
+
+
+def _screened(req: ChatRequest) -> list[list[Mapping[str, Any]]]:
+    """What input moderation reads: the conversation, or each legacy prompt on its own."""
+    if req.text is None:
+        return [list(req.body.get("messages") or [])]
+    if req.text.chat_refusal is not None:
+        raise InvalidRequest("token-id prompts cannot be moderated; this model screens its input", param="prompt")
+    return [[{"role": "user", "content": p}] for p in req.text.prompts]

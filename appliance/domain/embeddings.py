@@ -29,7 +29,8 @@ class EmbeddingService:
         self._recorder = recorder
         self._served_by = served_by
 
-    async def embed(self, texts: Sequence[str], *, correlation_id: str, dimensions: int | None = None) -> Embedded:
+    async def embed(self, texts: Sequence[str], *, correlation_id: str, dimensions: int | None = None,
+                    key: str | None = None) -> Embedded:
         if dimensions is not None and dimensions != self.embedder.dimensions:
             raise InvalidRequest(f"Model {self.embedder.model_id} produces {self.embedder.dimensions} dimensions; "
                                  f"{dimensions} were requested", param="dimensions")
@@ -41,7 +42,7 @@ class EmbeddingService:
         self._recorder.embedding(EmbeddingOutcome(
             correlation_id=correlation_id, model=self.embedder.model_id, inputs=len(texts), tokens=tokens,
             dimensions=self.embedder.dimensions, latency_ms=(time.perf_counter() - start) * 1000,
-            path=path, started_at=started_at))
+            path=path, started_at=started_at, key=key))
         return Embedded(vectors, tokens, self.embedder.model_id, path)
 
     async def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[RerankScore]:

@@ -2,6 +2,7 @@
 
     ApplianceError              a failure of the gateway itself
     ├── InvalidRequest          malformed JSON, wrong types, missing fields (`param` names it)
+    │   └── ContentFiltered     input moderation flagged the request (`categories` say why)
     ├── Unauthorized            missing or unknown API key
     ├── Forbidden               not allowed to this caller (a foreign Host, a model outside a key's list)
     ├── UnsupportedMediaType    a body that is not JSON where JSON is required
@@ -9,7 +10,8 @@
     │   └── ModelNotFound       no catalog entry, route or discovered model matches
     ├── PayloadTooLarge         body above the configured limit
     ├── RequestTimeout          body not received within the configured time
-    ├── RateLimited             over a limit
+    ├── RateLimited             over a key's requests or tokens per minute (`retry_after` says when)
+    │   └── InsufficientQuota   a key's budget for its period is spent
     ├── UpstreamError           the LLM backend failed (`backend` names it)
     │   ├── BackendUnavailable  connection refused, reset, bad gateway, a broken answer
     │   ├── BackendTimeout      no answer within the timeout
@@ -37,6 +39,17 @@ class ApplianceError(Exception):
 
 class InvalidRequest(ApplianceError):
     pass
+
+
+class ContentFiltered(InvalidRequest):
+    """The guard model flagged the input of a model that screens it: refused before any model saw it."""
+
+    def __init__(self, categories: list[str], codes: list[str]) -> None:
+        said = ", ".join(categories or codes) or "unsafe"
+        super().__init__(f"The input was flagged by moderation ({said}) and was not sent to any model",
+                         code="content_filter")
+        self.categories = categories
+        self.codes = codes
 
 
 class Unauthorized(ApplianceError):
@@ -70,6 +83,15 @@ class RequestTimeout(ApplianceError):
 
 
 class RateLimited(ApplianceError):
+    """Over a limit; `retry_after` (whole seconds, as text) is sent as Retry-After."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 retry_after: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after = retry_after
+
+
+class InsufficientQuota(RateLimited):
     pass
 
 

@@ -50,13 +50,16 @@ def chat_events(o: Recorded) -> list[Event]:
     u = o["usage"]
     tokens_in, tokens_out = u.get("prompt_tokens", 0), u.get("completion_tokens", 0)
     calls = [{"name": c["name"], "arguments": c["arguments"], "id": c.get("id")} for c in o["tool_calls"]]
+    prompt = o.get("prompt")  # the prompt the gateway wrote ({name, version}), in every chat event
     events: list[Event] = []
     if o["status"] == 200:
         events.append(_event(f"{PIPELINE}.chat.persist", cid, t, {
             "model": model, "upstream_model": o["upstream_model"], "backend": backend, "route": route,
             "streaming": o["streaming"], "messages": list(o["messages"]), "response_text": o["response_text"],
             "finish_reason": o["finish_reason"], "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out},
-            "workspace": o["workspace"], "sources": list(o["sources"]), "tool_calls": calls}))
+            "workspace": o["workspace"], "sources": list(o["sources"]), "tool_calls": calls,
+            "latency_ms": _ms(o["latency_ms"]), "ttft_ms": _ms(o["ttft_ms"]), "cost_usd": o["cost_usd"],
+            "prompt": prompt}))
     for i, call in enumerate(calls):
         events.append(_event(f"{PIPELINE}.tool_call", cid, t, {
             "index": i, "name": call["name"], "arguments": call["arguments"], "call_id": call["id"], "model": model,
@@ -66,12 +69,15 @@ def chat_events(o: Recorded) -> list[Event]:
     if route == "rag":
         events.append(_event(f"{PIPELINE}.flow.lineage", cid, t, {
             "workspace": o["workspace"], "sources": list(o["sources"]), "model": model, "backend": backend,
-            "route": route, "status": o["status"]}))
+            "route": route, "status": o["status"], "prompt": prompt}))
     telemetry = {
         "model": model, "backend": backend, "route": route, "streaming": o["streaming"],
         "tokens_in": tokens_in, "tokens_out": tokens_out, "latency_ms": _ms(o["latency_ms"]),
         "ttft_ms": _ms(o["ttft_ms"]), "cost_usd": o["cost_usd"], "status": o["status"], "error": o["error"],
-        "finish_reason": o["finish_reason"]}
+        "finish_reason": o["finish_reason"], "prompt": prompt, "key": o.get("key")}
+    # Usage (`/admin/usage`) is read from here: the caller's key name, the local backend's time.
+    telemetry["key"] = o.get("key")
+    telemetry["gpu_seconds"] = o.get("gpu_seconds") or 0.0
     if o.get("routing"):  # a router's choice or a fallback: only when there was one
         telemetry["routing"] = dict(o["routing"])
     events.append(_event(f"{TELEMETRY}.chat", cid, t, telemetry))
@@ -100,5 +106,6 @@ def embedding_events(o: Recorded) -> list[Event]:
     """An `EmbeddingOutcome`'s events: one for the pipeline, one for telemetry, same body."""
     cid, t = o["correlation_id"], o["started_at"]
     body = {"model": o["model"], "inputs": o["inputs"], "tokens": o["tokens"], "dimensions": o["dimensions"],
-            "latency_ms": _ms(o["latency_ms"]), "path": o["path"]}
-    return [_event(f"{PIPELINE}.embedding", cid, t, body), _event(f"{TELEMETRY}.embedding", cid, t, body)]
+            "latency_ms": _ms(o["latency_ms"]), "path": o["path"], "key": o.get("key")}
+    return [_event(f"{PIPELINE}.embedding", cid, t, body),
+            _event(f"{TELEMETRY}.embedding", cid, t, {**body, "key": o.get("key")})]

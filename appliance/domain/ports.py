@@ -24,6 +24,8 @@ class Capabilities:
     fetches_image_urls: bool = True                 # False: image URLs must be inlined as data URLs
     completions: bool = False                       # speaks POST /v1/completions
     tokenize: bool = False                          # has a /tokenize endpoint
+    local: bool = False                             # a server on our own hardware: its time is GPU-seconds
+    provider: str = "openai"                        # `gen_ai.provider.name` in traces: the backend's kind
 
 
 class UpstreamStream(Protocol):
@@ -50,6 +52,15 @@ class ChatBackend(Protocol):
     async def open_stream(self, payload: Mapping[str, Any]) -> UpstreamStream:
         """POST /chat/completions with `stream: true`; returns once the backend answered with
         a success status (so errors before the first byte raise `UpstreamError` here)."""
+        ...
+
+    async def complete_text(self, payload: Mapping[str, Any]) -> UpstreamReply:
+        """POST /completions (the legacy text API) without streaming; only for a backend whose
+        capabilities say `completions`. Raises `UpstreamError` subclasses."""
+        ...
+
+    async def open_text_stream(self, payload: Mapping[str, Any]) -> UpstreamStream:
+        """POST /completions with `stream: true`, as `open_stream`."""
         ...
 
     async def list_models(self) -> list[dict[str, Any]]:
@@ -102,3 +113,43 @@ class Event(NamedTuple):
     subject: str
     payload: Mapping[str, Any]
     msg_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """One Responses API response as stored: its own input items (each with an id) and the
+    response object returned (output included). A continuation's context is the chain of
+    these through `previous_response_id`. `owner`: the name of the API key that created it,
+    "" for the anonymous caller of a gateway without keys; only that caller finds it."""
+
+    id: str
+    correlation_id: str
+    model: str
+    status: str
+    previous_response_id: str | None
+    input_items: Sequence[Mapping[str, Any]]
+    response: Mapping[str, Any]
+    owner: str
+
+
+class ResponseStore(Protocol):
+    """Where stored responses live (PostgreSQL `api_responses`). Raises `DependencyUnavailable`
+    when it cannot be reached. Every read and delete is by id *and* owner: a response another
+    caller owns is not there, exactly as an unknown id."""
+
+    async def save(self, stored: StoredResponse) -> None:
+        """Insert (or replace, its owner's own) one response; every reader sees it when this returns."""
+        ...
+
+    async def get(self, response_id: str, *, owner: str) -> StoredResponse | None:
+        ...
+
+    async def delete(self, response_id: str, *, owner: str) -> bool:
+        """Whether a response with that id and owner was there."""
+        ...
+
+    async def chain(self, response_id: str, limit: int, *, owner: str) -> list[StoredResponse]:
+        """The response and those before it through `previous_response_id`, oldest first, at
+        most `limit` of them, all `owner`'s (the chain stops before another's); empty when
+        `owner` has no such response."""
+        ...

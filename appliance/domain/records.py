@@ -55,7 +55,12 @@ class ChatOutcome:
     started_at: float = 0.0         # unix time
     malformed_events: int = 0       # upstream stream events skipped as unreadable
     routing: Mapping[str, Any] = field(default_factory=dict)  # a router's choice, a fallback taken
+    prompt: Mapping[str, Any] | None = None  # {name, version} of the prompt the gateway wrote (RAG)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Time the answering backend spent on the request (its call to the end of its answer), when
+    # it is a local server (`Capabilities.local`): what GPU-seconds are counted in. 0 for a cloud API.
+    gpu_seconds: float = 0.0
+    key: str | None = None          # the API key's name (never the key), None without keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,7 @@ class EmbeddingOutcome:
     latency_ms: float
     path: str = "local"             # "local" | "grpc"
     started_at: float = 0.0
+    key: str | None = None          # the API key's name (never the key), None without keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ class ModelEntry:
     price_output_per_mtok: float = 0.0
     fallbacks: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
+    parsers: frozenset[str] | None = None   # the output parser stages; None: its backend kind's default
 
     @property
     def backend(self) -> str:

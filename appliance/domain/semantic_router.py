@@ -2,13 +2,17 @@
 prompt is most like, and to a default whenever the router cannot say.
 
 Each candidate has a card: a description and a few example prompts. `prepare()` embeds every
-card text once and keeps, per candidate, the centroid of its description and examples (the
-normalised mean of their vectors). `choose()` embeds the prompt and scores it against each
-centroid by cosine; vectors are L2-normalised, so that is a dot product over plain lists.
+card text once and builds a `card_scores.CardIndex`; `choose()` embeds the prompt and scores
+it against each card. By default (`scoring="nearest"`) a card's score is, per block of the
+encoder's vector, the mean cosine to its two texts most like the prompt (in the sentence
+encoder's block; in the token-bag block, to the card's centroid there), the blocks weighted by
+the prompt's own share of each; `scoring="centroid"` is cosine to the card's centroid (the
+normalised mean of its texts) over the whole vector. Why, and how much each scores:
+docs/routing.md.
 
 - Fit first: a candidate whose `context_length` is below the prompt's tokens, or whose price
   is above `max_cost_per_mtok`, is not a candidate for this prompt.
-- Without weights the highest similarity wins, except that the default wins unless another
+- Without weights the highest score wins, except that the default wins unless another
   card beats it by `margin` (a prompt that is about equally like everything is an everyday
   one, and the default is usually the cheap model).
 - With `weights` (quality, latency, cost) each fitting candidate gets, in [0, 1] among them,
@@ -18,21 +22,22 @@ centroid by cosine; vectors are L2-normalised, so that is a dot product over pla
 - Fail open: `choose()` never raises. An encoder error, a result past `budget_ms`, an empty
   prompt or no fitting candidate all return the default, with the reason, `defaulted=True`.
 
-The reason is short enough for a response header: ``cos 0.532 +0.041 over general``,
-``default: over budget (14.2 ms > 10 ms)``.
+The reason is short enough for a response header: ``cos 0.532 +0.041 over general`` (the
+winner's score, a weighted mean of cosines, and its lead), ``default: over budget (14.2 ms > 10 ms)``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import operator
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Protocol
+
+from appliance.domain.card_scores import SCORINGS, Block, CardIndex, Scoring
 
 _WEIGHT_KEYS: Final = ("quality", "latency", "cost")
 _NO_LATENCY: Final[Mapping[str, float]] = MappingProxyType({})
@@ -93,21 +98,6 @@ class PromptEncoder(Protocol):
         ...
 
 
-def _dot(a: Sequence[float], b: Sequence[float]) -> float:
-    return float(sum(map(operator.mul, a, b)))
-
-
-def _normalised_mean(vectors: Sequence[Sequence[float]]) -> list[float]:
-    dims = len(vectors[0])
-    if any(len(v) != dims for v in vectors):
-        raise ValueError("the encoder returned vectors of different lengths")
-    mean = [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
-    norm = math.sqrt(_dot(mean, mean))
-    if norm == 0.0:
-        raise ValueError("a card's texts embed to a zero vector")
-    return [x / norm for x in mean]
-
-
 def _spread(values: Mapping[str, float], lower_is_better: bool) -> dict[str, float]:
     """Min-max to [0, 1] (1 is best); all 1.0 when the values are equal."""
     lo, hi = min(values.values()), max(values.values())
@@ -122,7 +112,11 @@ class SemanticRouter:
     def __init__(self, id: str, cards: Sequence[Card], default: str, encoder: PromptEncoder, *,
                  budget_ms: float, weights: Weights | Mapping[str, float] | None = None,
                  max_cost_per_mtok: float | None = None, margin: float = 0.0,
+                 scoring: Scoring = "nearest", nearest: int = 2, blocks: Sequence[Block] | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
+        """`blocks`: the parts of the encoder's vector that come from different models
+        (`prompt_encoder.PROMPT_BLOCKS`), scored apart by `scoring="nearest"`; None is one
+        sentence block. `nearest`: how many of a card's texts count in a sentence block."""
         ids = [c.id for c in cards]
         if not ids:
             raise ValueError(f"router {id!r} has no candidates")
@@ -132,6 +126,10 @@ class SemanticRouter:
             raise ValueError(f"router {id!r}: budget_ms must be > 0")
         if margin < 0:
             raise ValueError(f"router {id!r}: margin must be >= 0")
+        if nearest < 1:
+            raise ValueError(f"router {id!r}: nearest must be >= 1")
+        if scoring not in SCORINGS:
+            raise ValueError(f"router {id!r}: unknown scoring {scoring!r} (expected {', '.join(SCORINGS)})")
         self.id = id
         self.cards: tuple[Card, ...] = tuple(cards)
         self.default = default
@@ -140,12 +138,15 @@ class SemanticRouter:
         self.weights = Weights.from_mapping(weights) if isinstance(weights, Mapping) else weights
         self.max_cost_per_mtok = max_cost_per_mtok
         self.margin = margin
+        self.scoring: Scoring = scoring
+        self.nearest = nearest
+        self.blocks = tuple(blocks) if blocks else None
         self._clock = clock
-        self._centroids: dict[str, list[float]] = {}
+        self._index: CardIndex | None = None
 
     @property
     def prepared(self) -> bool:
-        return bool(self._centroids)
+        return self._index is not None
 
     async def prepare(self) -> None:
         """Embed every card once (one encoder call); raises what the encoder raises, so a
@@ -164,7 +165,7 @@ class SemanticRouter:
         by_card: dict[str, list[list[float]]] = {}
         for owner, vector in zip(owners, vectors, strict=True):
             by_card.setdefault(owner, []).append(vector)
-        self._centroids = {card_id: _normalised_mean(vs) for card_id, vs in by_card.items()}
+        self._index = CardIndex(by_card, scoring=self.scoring, nearest=self.nearest, blocks=self.blocks)
 
     def fits(self, card: Card, prompt_tokens: int | None) -> bool:
         if prompt_tokens is not None and card.context_length is not None and prompt_tokens > card.context_length:
@@ -183,7 +184,8 @@ class SemanticRouter:
 
     async def _choose(self, prompt: str, prompt_tokens: int | None, latency_ms: Mapping[str, float],
                       start: float) -> Decision:
-        if not self._centroids:
+        index = self._index
+        if index is None:
             return self._default("default: not prepared", start)
         fitting = [c for c in self.cards if self.fits(c, prompt_tokens)]
         if not fitting:
@@ -201,13 +203,8 @@ class SemanticRouter:
         elapsed = self._elapsed_ms(start)
         if elapsed > self.budget_ms:
             return self._default(f"default: over budget ({elapsed:.1f} ms > {self.budget_ms:g} ms)", start)
-        vector = vectors[0]
-        sims: dict[str, float] = {}
-        for card in fitting:
-            centroid = self._centroids[card.id]
-            if len(centroid) != len(vector):
-                raise ValueError("prompt and card vectors differ in length")
-            sims[card.id] = _dot(vector, centroid) + (self.margin if card.id == self.default else 0.0)
+        scores = index.scores(vectors[0], [c.id for c in fitting])
+        sims = {k: v + (self.margin if k == self.default else 0.0) for k, v in scores.items()}
         if self.weights is None:
             return self._by_similarity(sims, start)
         return self._by_weights(fitting, sims, latency_ms, self.weights, start)

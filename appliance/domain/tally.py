@@ -36,7 +36,7 @@ class Tally:
             if not isinstance(choice, Mapping):
                 continue
             message = choice.get("message") or {}
-            content = message.get("content")
+            content = message.get("content") if "text" not in choice else choice["text"]  # legacy text_completion
             if isinstance(content, str):
                 self._text.append(content)
             for i, call in enumerate(message.get("tool_calls") or ()):
@@ -50,7 +50,7 @@ class Tally:
             if not isinstance(choice, Mapping):
                 continue
             delta = choice.get("delta") or {}
-            content = delta.get("content")
+            content = delta.get("content") if "text" not in choice else choice["text"]  # legacy text_completion
             if isinstance(content, str) and content:
                 if self.first_token_at is None:
                     self.first_token_at = now

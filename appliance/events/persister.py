@@ -5,6 +5,11 @@ and acknowledged only after the commit, so a crash between the two is a redelive
 redelivery is a no-op. A message that cannot be stored (see `rows.SchemaError`) is retried
 until its `max_deliveries`-th delivery, then set aside in `dead_letters` and acknowledged;
 the others keep flowing. Lag (pending messages) is a gauge and is in `/readyz`.
+
+A second durable consumer (`persister-usage`) reads the chat and embedding telemetry from
+TELEMETRY into the usage tables (db/usage.py: raw rows and hourly rollups in one
+transaction), the same way; every `usage.prune_interval_s` the usage tables are pruned to
+their retention.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 
 from appliance import logs, systemd
 from appliance.config import Settings
-from appliance.events.rows import Row, SchemaError, rows_for
+from appliance.db import usage
+from appliance.events.rows import USAGE_SUBJECTS, Row, SchemaError, rows_for
 from appliance.events.streams import connect, ensure_streams
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,11 @@ log = logging.getLogger(__name__)
 PERSISTED = Counter("appliance_persister_messages_total", "PIPELINE messages stored and acknowledged")
 DEAD = Counter("appliance_persister_dead_letters_total", "Messages set aside in dead_letters")
 LAG = Gauge("appliance_persister_lag_messages", "Messages in PIPELINE not yet delivered to the persister")
+USAGE_LAG = Gauge("appliance_persister_usage_lag_messages",
+                  "Chat and embedding telemetry in TELEMETRY not yet delivered to the usage consumer")
+PRUNED = Counter("appliance_usage_pruned_rows_total", "Usage rows deleted past their retention", ["table"])
 DURABLE = "persister"
+USAGE_DURABLE = "persister-usage"
 
 
 class Persister:
@@ -44,6 +54,7 @@ class Persister:
         self.db_url = database_url
         self.stopping = asyncio.Event()
         self.lag: int | None = None
+        self.usage_lag: int | None = None
         self.db_ok = False
         self.nats_ok = False
         self.persisted = 0
@@ -62,11 +73,22 @@ class Persister:
             sub = await js.pull_subscribe("pipeline.>", durable=DURABLE, stream="PIPELINE", config=ConsumerConfig(
                 durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
                 max_ack_pending=self.cfg.persister_batch * 4))
-            async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as conn:
+            usage_sub = await js.pull_subscribe(USAGE_SUBJECTS[0], durable=USAGE_DURABLE, stream="TELEMETRY",
+                                                config=ConsumerConfig(
+                durable_name=USAGE_DURABLE, ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
+                max_ack_pending=self.cfg.persister_batch * 4, filter_subjects=list(USAGE_SUBJECTS)))
+            async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as conn, \
+                    await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as usage_conn:
                 self.db_ok = True
                 systemd.notify_ready("persisting PIPELINE")
                 log.info("persister ready", extra={"batch": self.cfg.persister_batch})
-                await self._loop(sub, conn)
+                pruning = asyncio.create_task(self._prune_forever(), name="usage-prune")
+                try:
+                    await asyncio.gather(self._loop(sub, conn), self._loop(usage_sub, usage_conn, usage=True))
+                finally:
+                    pruning.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pruning
             # close, not drain: drain waits out its 30 s timeout on the pull subscription, and
             # whatever was fetched but not acked is redelivered to the next run anyway.
             await nc.close()
@@ -86,7 +108,7 @@ class Persister:
                 await asyncio.sleep(1)
         return None
 
-    async def _loop(self, sub: Any, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _loop(self, sub: Any, conn: psycopg.AsyncConnection[Any], usage: bool = False) -> None:
         watchdog = systemd.watchdog_interval()
         last_ping = last_lag = 0.0
         while not self.stopping.is_set():
@@ -97,8 +119,12 @@ class Persister:
             if now - last_lag >= 2:
                 with contextlib.suppress(Exception):
                     info = await sub.consumer_info()
-                    self.lag = int(info.num_pending)
-                    LAG.set(self.lag)
+                    if usage:
+                        self.usage_lag = int(info.num_pending)
+                        USAGE_LAG.set(self.usage_lag)
+                    else:
+                        self.lag = int(info.num_pending)
+                        LAG.set(self.lag)
                 last_lag = now
             try:
                 msgs = await sub.fetch(self.cfg.persister_batch, timeout=1)
@@ -120,6 +146,22 @@ class Persister:
                     await m.nak(delay=2)
                 await asyncio.sleep(1)
                 conn = await self._reconnect(conn)
+
+    async def _prune_forever(self) -> None:
+        """Usage retention: raw rows and rollups past their days, deleted now and then."""
+        cfg = self.settings.usage
+        while not self.stopping.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as conn:
+                    raw, rolled = await usage.prune(conn, cfg.raw_retention_days, cfg.rollup_retention_days)
+                if raw or rolled:
+                    PRUNED.labels("usage_events").inc(raw)
+                    PRUNED.labels("usage_hourly").inc(rolled)
+                    log.info("usage pruned", extra={"raw_rows": raw, "rollup_rows": rolled})
+            except psycopg.Error as exc:
+                log.warning("usage pruning failed; trying again later", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), cfg.prune_interval_s)
 
     async def _reconnect(self, conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncConnection[Any]:
         with contextlib.suppress(Exception):
@@ -182,7 +224,8 @@ class Persister:
         async def readyz(_: web.Request) -> web.Response:
             ok = self.nats_ok and self.db_ok
             return web.json_response({"status": "ready" if ok else "unavailable", "nats": self.nats_ok,
-                                      "postgres": self.db_ok, "lag": self.lag, "persisted": self.persisted},
+                                      "postgres": self.db_ok, "lag": self.lag, "usage_lag": self.usage_lag,
+                                      "persisted": self.persisted},
                                      status=200 if ok else 503)
 
         async def metrics(_: web.Request) -> web.Response:
@@ -201,9 +244,15 @@ class Persister:
 
 async def _insert(conn: psycopg.AsyncConnection[Any], rows: list[tuple[str, Row]]) -> None:
     by_table: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
+    usage_rows = []
     for table, row in rows:
-        by_table[(table, tuple(row))].append(tuple(row.values()))
+        if table == "usage_events":
+            usage_rows.append(row)
+        else:
+            by_table[(table, tuple(row))].append(tuple(row.values()))
     async with conn.cursor() as cur:
+        if usage_rows:
+            await usage.record(cur, usage_rows)
         for (table, columns), values in by_table.items():
             await cur.executemany(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from psycopg.types.json import Jsonb
 
-from appliance.domain.events import PIPELINE, SCHEMA_VERSION
+from appliance.domain.events import PIPELINE, SCHEMA_VERSION, TELEMETRY
 from appliance.domain.messages import first_system_text, last_user_text
 
 Row = dict[str, Any]
@@ -29,6 +29,11 @@ def _get(p: Mapping[str, Any], key: str, kind: type | tuple[type, ...], optional
     return value
 
 
+def _number(p: Mapping[str, Any], key: str) -> float | None:
+    value = _get(p, key, (int, float), True)
+    return None if value is None else float(value)
+
+
 def _chat(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
     usage = _get(p, "usage", dict)
     messages = _get(p, "messages", list)
@@ -38,7 +43,10 @@ def _chat(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
            "finish_reason": _get(p, "finish_reason", str, True),
            "prompt_tokens": int(usage.get("prompt_tokens") or 0), "completion_tokens": int(usage.get("completion_tokens") or 0),
            "workspace": _get(p, "workspace", str, True), "sources": Jsonb(p.get("sources") or []),
-           "tool_calls": Jsonb(p.get("tool_calls") or [])}
+           "tool_calls": Jsonb(p.get("tool_calls") or []),
+           "latency_ms": _number(p, "latency_ms"), "ttft_ms": _number(p, "ttft_ms"), "cost_usd": _number(p, "cost_usd")}
+    prompt = _get(p, "prompt", dict, True) or {}
+    row["prompt_name"], row["prompt_version"] = prompt.get("name"), prompt.get("version")
     out = [("chat_history", row)]
     prompt = last_user_text(messages)
     system = first_system_text(messages)
@@ -75,7 +83,32 @@ def _embedding(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
                                  "latency_ms": float(_get(p, "latency_ms", (int, float))), "path": _get(p, "path", str)})]
 
 
+def _usage_chat(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
+    """A chat's telemetry (failed ones too) as a `usage_events` row (db/usage.py rolls it up)."""
+    ttft = _get(p, "ttft_ms", (int, float), True)
+    return [("usage_events", {**base, "kind": "chat", "key": _get(p, "key", str, True) or "",
+                              "model": _get(p, "model", str), "backend": _get(p, "backend", str),
+                              "prompt_tokens": _get(p, "tokens_in", int), "completion_tokens": _get(p, "tokens_out", int),
+                              "cost_usd": float(_get(p, "cost_usd", (int, float), True) or 0.0),
+                              "gpu_seconds": float(_get(p, "gpu_seconds", (int, float), True) or 0.0),
+                              "latency_ms": float(_get(p, "latency_ms", (int, float))),
+                              "ttft_ms": None if ttft is None else float(ttft), "status": _get(p, "status", int)})]
+
+
+def _usage_embedding(p: Mapping[str, Any], base: Row) -> list[tuple[str, Row]]:
+    return [("usage_events", {**base, "kind": "embedding", "key": _get(p, "key", str, True) or "",
+                              "model": _get(p, "model", str), "backend": "inference",
+                              "prompt_tokens": _get(p, "tokens", int), "completion_tokens": 0, "cost_usd": 0.0,
+                              "gpu_seconds": 0.0, "latency_ms": float(_get(p, "latency_ms", (int, float))),
+                              "ttft_ms": None, "status": 200})]
+
+
+# What the persister's usage consumer reads from TELEMETRY (the rest of that stream is Vector's).
+USAGE_SUBJECTS = (f"{TELEMETRY}.chat", f"{TELEMETRY}.embedding")
+
 MAPPERS: dict[str, Callable[[Mapping[str, Any], Row], list[tuple[str, Row]]]] = {
+    f"{TELEMETRY}.chat": _usage_chat,
+    f"{TELEMETRY}.embedding": _usage_embedding,
     f"{PIPELINE}.chat.persist": _chat,
     f"{PIPELINE}.tool_call": _tool_call,
     f"{PIPELINE}.flow.lineage": _lineage("chat"),

@@ -43,6 +43,11 @@ class TokenEmbedder(Protocol):
     async def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         ...
 
+    async def embed_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(len(texts), dimensions) pooled vectors and each text's token vectors, from one
+        model pass (ingest needs both)."""
+        ...
+
 
 class OnnxEmbedder:
     path = "local"
@@ -96,6 +101,21 @@ class OnnxEmbedder:
             for i, v in zip(idx, vectors, strict=True):
                 out[i] = v
         return out
+
+    async def embed_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        items = list(texts)
+        if len(items) <= self.encoder.batch_size:
+            return await self.executor.run(lambda: self.encoder.embed_with_tokens(items))
+        pooled = np.zeros((len(items), self.dimensions), dtype=np.float32)
+        tokens: list[np.ndarray] = [np.zeros((0, self.dimensions), dtype=np.float32)] * len(items)
+        for idx in self.encoder.plan(items):
+            part = [items[i] for i in idx]
+            got, vectors = await self.executor.run(
+                lambda part=part: self.encoder.embed_with_tokens(part))  # type: ignore[misc]
+            pooled[idx] = got
+            for i, v in zip(idx, vectors, strict=True):
+                tokens[i] = v
+        return pooled, tokens
 
     def close(self) -> None:
         self.executor.close()

@@ -56,6 +56,18 @@ class TextEncoder:
             out[idx] = l2_normalise(mean_pool(hidden, batch.attention_mask))
         return out
 
+    def embed_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`embed` and `token_vectors` from one forward pass: what ingest needs per chunk,
+        for half the model time of the two calls."""
+        pooled = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        tokens: list[np.ndarray] = [np.zeros((0, self.dimensions), dtype=np.float32)] * len(texts)
+        for idx, batch, hidden in self._batches(texts):
+            pooled[idx] = l2_normalise(mean_pool(hidden, batch.attention_mask))
+            keep = batch.content_mask()
+            for row, i in enumerate(idx):
+                tokens[i] = l2_normalise(hidden[row][keep[row]])
+        return pooled, tokens
+
     def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Per text, its content tokens' vectors (no [CLS]/[SEP]/padding), each L2-normalised:
         (tokens, dimensions) float32, possibly zero rows for an empty text."""

@@ -122,6 +122,13 @@ class FallbackEmbedder:
         return await self.fallback.call("embed_tokens", lambda: self.fallback.remote.token_vectors(texts),
                                         lambda: self.local.token_vectors(texts))
 
+    async def embed_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        async def remote() -> tuple[np.ndarray, list[np.ndarray]]:
+            pooled, tokens = await self.fallback.remote.embed_with_tokens(texts)
+            return self._checked(pooled), tokens
+
+        return await self.fallback.call("embed_with_tokens", remote, lambda: self.local.embed_with_tokens(texts))
+
 
 class FallbackReranker:
     def __init__(self, fallback: Fallback, local: Reranker) -> None:

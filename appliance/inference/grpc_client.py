@@ -132,6 +132,15 @@ class GrpcInference:
             "EmbedTokens", lambda: self._stub("embed").EmbedTokens(request, timeout=self.deadline_s))
         return [self._vectors(t.data, t.tokens, reply.dimensions) for t in reply.texts]
 
+    async def embed_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """EmbedTokens with `pooled` set: both from one model pass on the service. A service
+        from before the field answers without `pooled`, which fails here (and falls back)."""
+        request = pb.EmbedTokensRequest(texts=list(texts), pooled=True)
+        reply: pb.EmbedTokensResponse = await self._call(
+            "EmbedTokens", lambda: self._stub("embed").EmbedTokens(request, timeout=self.deadline_s))
+        pooled = self._vectors(reply.pooled, len(texts), reply.dimensions)
+        return pooled, [self._vectors(t.data, t.tokens, reply.dimensions) for t in reply.texts]
+
     async def rerank(self, query: str, documents: Sequence[str]) -> list[RerankScore]:
         request = pb.RerankRequest(query=query, documents=list(documents))
         reply: pb.RerankResponse = await self._call(

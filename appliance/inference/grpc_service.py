@@ -89,9 +89,14 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
                           context: grpc.aio.ServicerContext) -> pb.EmbedTokensResponse:
         texts = await self._limits.texts(context, "texts", request.texts)
         embedder = self._models.embedder
-        tokens = await _guarded(context, lambda: embedder.token_vectors(texts))
+        pooled = b""
+        if request.pooled:
+            vectors, tokens = await _guarded(context, lambda: embedder.embed_with_tokens(texts))
+            pooled = pack(vectors)
+        else:
+            tokens = await _guarded(context, lambda: embedder.token_vectors(texts))
         return pb.EmbedTokensResponse(
-            model_id=embedder.model_id, dimensions=embedder.dimensions,
+            model_id=embedder.model_id, dimensions=embedder.dimensions, pooled=pooled,
             texts=[pb.TokenVectors(tokens=t.shape[0], data=pack(t)) for t in tokens])
 
 

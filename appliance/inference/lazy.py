@@ -218,6 +218,10 @@ class LazyEmbedder:
         async with self.loader.using() as models:
             return await models.embedder.token_vectors(texts)
 
+    async def embed_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        async with self.loader.using() as models:
+            return await models.embedder.embed_with_tokens(texts)
+
 
 class LazyReranker:
     """The configured in-process `Reranker`, loading on first use."""

@@ -31,6 +31,7 @@ from typing import Final
 
 import numpy as np
 
+from appliance.domain.card_scores import Block
 from appliance.inference.e5_tokens import MODEL_ID as E5_ID
 from appliance.inference.e5_tokens import E5TokenTable, default_model_path
 from appliance.inference.executor import BoundedExecutor
@@ -63,6 +64,11 @@ def bounded_slice(text: str, max_chars: int) -> str:
     return text[:head] + "\n" + text[len(text) - (max_chars - head):]
 
 
+# The vector's parts, one per model, scored apart by the router (domain/card_scores.py): USE
+# is a sentence encoder (a card's nearest texts), the e5 half a bag of tokens (its centroid).
+PROMPT_BLOCKS: Final = (Block(512), Block(384, nearest=False))
+
+
 class PromptVectors:
     """The synchronous core: texts -> (n, 512 + 384) float32, each row L2-normalised."""
 
@@ -74,6 +80,8 @@ class PromptVectors:
         self.limits = limits
         self.model_id = self.MODEL_ID
         self.dimensions = 512 + e5.dimensions
+        if self.dimensions != sum(b.size for b in PROMPT_BLOCKS):
+            raise ValueError(f"prompt vectors have {self.dimensions} dimensions, not what PROMPT_BLOCKS say")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         lim = self.limits

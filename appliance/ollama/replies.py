@@ -1,6 +1,7 @@
 """OpenAI chat answers as Ollama `/api/chat` and `/api/generate` replies: one JSON object, or
 the NDJSON stream (`done: false` objects, then a last one with `done: true`, `done_reason` and
-the counts and durations).
+the counts and durations). Reasoning (`reasoning_content`) is Ollama's `thinking`: in the
+message for `/api/chat`, beside `response` for `/api/generate`.
 
 Durations are what the gateway measured, in nanoseconds: `total_duration` from the request's
 arrival; streaming, `prompt_eval_duration` up to the first token and `eval_duration` from it
@@ -81,6 +82,14 @@ def _stats(finish: Any, usage: Any, timings: Timings) -> dict[str, Any]:
     return out
 
 
+def reasoning_text(part: Mapping[str, Any]) -> str:
+    """An OpenAI message's or delta's reasoning (`reasoning_content`, or `reasoning`): Ollama's `thinking`."""
+    value = part.get("reasoning_content")
+    if value is None:
+        value = part.get("reasoning")
+    return value if isinstance(value, str) else ""
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -97,14 +106,19 @@ def reply(completion: Mapping[str, Any], *, chat: bool, model: str, created_at: 
     message = choice.get("message") or {}
     out: dict[str, Any] = {"model": model, "created_at": created_at}
     text = _text(message.get("content"))
+    thinking = reasoning_text(message)
     if chat:
         answer: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking:
+            answer["thinking"] = thinking
         calls = message.get("tool_calls")
         if calls:
             answer["tool_calls"] = tool_calls(calls)
         out["message"] = answer
     else:
         out["response"] = text
+        if thinking:
+            out["thinking"] = thinking
     out.update(_stats(choice.get("finish_reason"), completion.get("usage"), timings))
     return out
 
@@ -148,6 +162,10 @@ class ReplyStream:
                 continue
             delta = choice.get("delta") or {}
             text = delta.get("content")
+            thinking = reasoning_text(delta)
+            if thinking:
+                self._first_token()
+                out.append(self._line("", thinking))
             if isinstance(text, str) and text:
                 self._first_token()
                 out.append(self._line(text))
@@ -184,12 +202,16 @@ class ReplyStream:
         if self._first_at is None:
             self._first_at = self._clock()
 
-    def _line(self, text: str) -> dict[str, Any]:
+    def _line(self, text: str, thinking: str = "") -> dict[str, Any]:
         line: dict[str, Any] = {"model": self._model, "created_at": timestamp(self._wall())}
         if self._chat:
             line["message"] = {"role": "assistant", "content": text}
+            if thinking:
+                line["message"]["thinking"] = thinking
         else:
             line["response"] = text
+            if thinking:
+                line["thinking"] = thinking
         line["done"] = False
         return line
 

@@ -3,22 +3,25 @@ model: 20 candidates of 200 tokens cost one short encode instead of 4,000 tokens
 which on a small CPU is what keeps a reranked search within its latency bar
 (docs/benchmarks.md).
 
-Scores are those of the default MaxSim reranker (same model, same token vectors; int8
-storage moves a score by about 1e-3). Vectors travel as int8 bytes: tokens x dims,
-each token scaled so its largest component is +-127.
+Scores are MaxSim of the query's token vectors against each chunk's stored rows, kept in
+the compact format of `db/token_codec` (at most 8 kB per chunk; its MRR against full int8
+rows is in docs/knowledge.md). `pack`/`unpack` are the int8 format 1 that came before.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
 
+from appliance.db.token_codec import compact, expand_compact
 from appliance.inference.embedder import TokenEmbedder
 from appliance.inference.maxsim import maxsim
 
 ENCODE_SLICE: Final = 64
+EMBED_SLICE: Final = 128  # texts per model call at ingest: sorted by length within it, 40 MB of float32 at most
 
 
 def pack(vectors: np.ndarray) -> bytes:
@@ -35,6 +38,10 @@ def unpack(data: bytes, dims: int) -> np.ndarray:
     return out
 
 
+def _compact_all(tokens: Sequence[np.ndarray]) -> list[bytes]:
+    return [compact(v) for v in tokens]
+
+
 class StoredMaxSim:
     """The knowledge service's `LateInteraction` port over any `TokenEmbedder`'s token vectors."""
 
@@ -42,16 +49,28 @@ class StoredMaxSim:
         self._model = model
 
     async def encode(self, texts: Sequence[str]) -> list[bytes]:
-        # In slices: float32 token vectors are 4x their packed size (300 kB per chunk), and
+        # In slices: float32 token vectors are 40x their packed size (300 kB per chunk), and
         # a long document has thousands of chunks.
         out: list[bytes] = []
         for start in range(0, len(texts), ENCODE_SLICE):
-            out.extend(pack(v) for v in await self._model.token_vectors(list(texts[start:start + ENCODE_SLICE])))
+            tokens = await self._model.token_vectors(list(texts[start:start + ENCODE_SLICE]))
+            out.extend(await asyncio.to_thread(_compact_all, tokens))
         return out
+
+    async def embed_and_encode(self, texts: Sequence[str]) -> tuple[Sequence[Sequence[float]], list[bytes]]:
+        """One model pass per slice gives both; each slice's float32 token vectors are
+        packed before the next is made."""
+        pooled: list[list[float]] = []
+        out: list[bytes] = []
+        for start in range(0, len(texts), EMBED_SLICE):
+            vectors, tokens = await self._model.embed_with_tokens(list(texts[start:start + EMBED_SLICE]))
+            pooled.extend(vectors.tolist())
+            # ~10 ms a chunk of numpy: off the event loop, which serves requests meanwhile
+            out.extend(await asyncio.to_thread(_compact_all, tokens))
+        return pooled, out
 
     async def prepare(self, query: str) -> np.ndarray:
         return (await self._model.token_vectors([query]))[0]
 
     async def score(self, prepared: np.ndarray, documents: Sequence[bytes]) -> list[float]:
-        dims = self._model.dimensions
-        return [maxsim(prepared, unpack(d, dims)) for d in documents]
+        return [maxsim(prepared, expand_compact(d)) for d in documents]

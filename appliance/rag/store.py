@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Final
 
 import numpy as np
@@ -21,9 +21,17 @@ from pgvector.psycopg import register_vector_async
 from prometheus_client import Counter, Gauge
 from psycopg.types.json import Jsonb
 
+from appliance.db.guarded import guarded_connection
+from appliance.db.token_codec import FORMAT_BITS
 from appliance.domain.breaker import Breaker, reporter
-from appliance.domain.errors import DependencyUnavailable, InvalidRequest
-from appliance.domain.knowledge import ChunkWrite, DocumentInfo, Hit, StoredDocument
+from appliance.domain.knowledge import (
+    ChunkWrite,
+    DocumentInfo,
+    DocumentWrite,
+    Hit,
+    StoredDocument,
+    WorkspaceInfo,
+)
 from appliance.rag.text_query import NO_STATS, LexemeStats, plan, tsquery_literal
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,18 @@ ORDER BY m.score DESC, m.id
 """
 """Candidates from the GIN index (at most `cap`), scored by IDF-weighted ts_rank (see
 text_query), the top k joined back to their content; `matched` says whether the cap was hit."""
+
+
+_UPSERT_DOCUMENT = """
+INSERT INTO documents (workspace, document_id, content_hash, metadata, chunk_count, chars)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (workspace, document_id) DO UPDATE SET content_hash = EXCLUDED.content_hash,
+  metadata = EXCLUDED.metadata, chunk_count = EXCLUDED.chunk_count, chars = EXCLUDED.chars, updated_at = now()
+"""
+_COPY_CHUNKS = ("COPY document_chunks (workspace, document_id, chunk_index, content, content_hash, metadata, embedding)"
+                " FROM STDIN WITH (FORMAT BINARY)")
+_COPY_TOKENS = ("COPY chunk_token_vectors (workspace, document_id, chunk_index, vectors, format)"
+                " FROM STDIN WITH (FORMAT BINARY)")
 
 
 BREAKER_STATE = Gauge("appliance_knowledge_breaker_state",
@@ -101,32 +121,8 @@ class PgKnowledgeStore:
     async def close(self) -> None:
         await self._pool.close()
 
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection. Once PostgreSQL has failed, the breaker refuses at once for a
-        cool-down (growing while it stays down) instead of every caller waiting out the
-        pool's timeout; one probe at a time finds out when it is back."""
-        breaker = self._breaker
-        if not breaker.allow():
-            raise DependencyUnavailable(f"PostgreSQL is unavailable (next try in {breaker.retry_in():.0f} s)")
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError) as exc:
-            breaker.failure()
-            raise DependencyUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}") from exc
-        except psycopg.DataError as exc:
-            breaker.success()
-            log.warning("PostgreSQL refused the data", extra={"error": type(exc).__name__})
-            raise InvalidRequest(f"PostgreSQL refused a value of the request: {str(exc).splitlines()[0]}") from exc
-        except psycopg.Error:
-            breaker.success()  # it answered
-            raise
-        except BaseException:
-            breaker.abandon()
-            raise
-        else:
-            breaker.success()
+    def _conn(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        return guarded_connection(self._pool, self._breaker)
 
     async def embedding_dim(self) -> int | None:
         """The dimension the schema was migrated with; None when not migrated."""
@@ -147,6 +143,13 @@ class PgKnowledgeStore:
                 "SELECT content_hash, metadata FROM documents WHERE workspace = %s AND document_id = %s",
                 (workspace, document_id))).fetchone()
         return StoredDocument(str(row[0]), row[1]) if row else None
+
+    async def document_states(self, workspace: str, document_ids: Sequence[str]) -> dict[str, StoredDocument]:
+        async with self._conn() as conn:
+            rows = await (await conn.execute(
+                "SELECT document_id, content_hash, metadata FROM documents"
+                " WHERE workspace = %s AND document_id = ANY(%s)", (workspace, list(document_ids)))).fetchall()
+        return {str(r[0]): StoredDocument(str(r[1]), r[2]) for r in rows}
 
     async def update_metadata(self, workspace: str, document_id: str, metadata: Mapping[str, Any]) -> None:
         async with self._conn() as conn, conn.transaction():
@@ -177,7 +180,35 @@ class PgKnowledgeStore:
                 packed = [(workspace, document_id, c.index, c.token_vectors) for c in chunks if c.token_vectors]
                 if packed:
                     await cur.executemany("INSERT INTO chunk_token_vectors (workspace, document_id, chunk_index,"
-                                          " vectors) VALUES (%s, %s, %s, %s)", packed)
+                                          " vectors, format) VALUES (%s, %s, %s, %s, 2)", packed)
+
+    async def replace_documents(self, workspace: str, documents: Sequence[DocumentWrite]) -> None:
+        """All in one transaction: the documents upserted, their old chunks deleted, the new
+        chunks and token vectors written by binary COPY (a row at a time cost a round trip
+        and a statement each)."""
+        if not documents:
+            return
+        async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(_UPSERT_DOCUMENT, [
+                (workspace, d.document_id, d.content_hash, Jsonb(dict(d.metadata)), len(d.chunks), d.chars)
+                for d in documents])
+            await cur.execute("DELETE FROM document_chunks WHERE workspace = %s AND document_id = ANY(%s)",
+                              (workspace, [d.document_id for d in documents]))
+            async with cur.copy(_COPY_CHUNKS) as copy:
+                copy.set_types(["text", "text", "int4", "text", "text", "jsonb", "vector"])
+                for d in documents:
+                    meta = Jsonb(dict(d.metadata))
+                    for c in d.chunks:
+                        await copy.write_row((workspace, d.document_id, c.index, c.content, c.content_hash, meta,
+                                              np.asarray(c.embedding, dtype=np.float32)))
+            if any(c.token_vectors for d in documents for c in d.chunks):
+                async with cur.copy(_COPY_TOKENS) as copy:
+                    copy.set_types(["text", "text", "int4", "bytea", "int2"])
+                    for d in documents:
+                        for c in d.chunks:
+                            if c.token_vectors:
+                                await copy.write_row((workspace, d.document_id, c.index, c.token_vectors,
+                                                      FORMAT_BITS))
 
     async def delete_document(self, workspace: str, document_id: str) -> bool:
         async with self._conn() as conn:
@@ -191,6 +222,13 @@ class PgKnowledgeStore:
                 "SELECT document_id, content_hash, chunk_count, chars, metadata, updated_at FROM documents"
                 " WHERE workspace = %s ORDER BY document_id LIMIT %s OFFSET %s", (workspace, limit, offset))).fetchall()
         return [DocumentInfo(r[0], r[1], r[2], r[3], r[4], r[5].isoformat()) for r in rows]
+
+    async def list_workspaces(self, limit: int) -> list[WorkspaceInfo]:
+        async with self._conn() as conn:
+            rows = await (await conn.execute(
+                "SELECT workspace, count(*), coalesce(sum(chunk_count), 0), max(updated_at) FROM documents"
+                " GROUP BY workspace ORDER BY workspace LIMIT %s", (limit,))).fetchall()
+        return [WorkspaceInfo(r[0], r[1], int(r[2]), r[3].isoformat() if r[3] else None) for r in rows]
 
     async def dense_search(self, workspace: str, vector: Sequence[float], k: int) -> list[Hit]:
         hits = await self._search(_DENSE, {"v": np.asarray(vector, dtype=np.float32), "ws": workspace, "k": k}, "dense")
@@ -219,7 +257,7 @@ class PgKnowledgeStore:
             rows = await (await conn.execute(
                 "SELECT t.document_id, t.chunk_index, t.vectors FROM chunk_token_vectors t"
                 " JOIN unnest(%s::text[], %s::int[]) AS k(document_id, chunk_index) USING (document_id, chunk_index)"
-                " WHERE t.workspace = %s",
+                " WHERE t.workspace = %s AND t.format = 2",  # format 1 until `appliance migrate` converts it
                 ([d for d, _ in chunks], [i for _, i in chunks], workspace), binary=True)).fetchall()
         return {(r[0], r[1]): bytes(r[2]) for r in rows}  # binary: 1.5 MB for 20 chunks, not 3 MB of hex
 

@@ -14,9 +14,12 @@ from appliance.domain.chunking import chunk_text
 from appliance.domain.errors import DependencyUnavailable
 from appliance.domain.knowledge import KnowledgeService
 from appliance.domain.ports import Reranker
+from appliance.domain.prompts import PromptChoice, UnknownPrompt
 from appliance.domain.records import Recorder
+from appliance.domain.tracing import NO_TRACER, Tracer
 from appliance.feature import Feature
 from appliance.inference.embedder import TokenEmbedder
+from appliance.prompts import load_prompts
 from appliance.rag.late_interaction import StoredMaxSim
 from appliance.rag.store import PgKnowledgeStore
 
@@ -49,12 +52,24 @@ def knowledge_store(settings: Settings) -> PgKnowledgeStore:
                             breaker_max_cooldown_s=cfg.db_breaker_max_cooldown_s)
 
 
+def prompt_choice(settings: Settings) -> PromptChoice:
+    """The RAG prompts and which one each workspace gets; a reference to none stops the start."""
+    cfg = settings.knowledge
+    try:
+        return PromptChoice(load_prompts(cfg.prompts_dir), cfg.rag_prompt, cfg.workspace_prompts)
+    except (UnknownPrompt, ValueError, OSError) as exc:
+        raise ConfigError(f"config error: knowledge.rag_prompt / workspace_prompts / prompts_dir: {exc}") from exc
+
+
 def knowledge_service(settings: Settings, store: PgKnowledgeStore, embedder: TokenEmbedder,
-                      reranker: Reranker | None, recorder: Recorder | None = None) -> KnowledgeService:
+                      reranker: Reranker | None, recorder: Recorder | None = None,
+                      tracer: Tracer = NO_TRACER) -> KnowledgeService:
     cfg = settings.knowledge
     late = StoredMaxSim(embedder) if cfg.rerank_kind == "maxsim" and cfg.rerank_token_vectors else None
     return KnowledgeService(store, embedder, reranker, chunker_for(settings, embedder),
-                            candidates=cfg.rag_candidates, recorder=recorder, late=late)
+                            candidates=cfg.rag_candidates, recorder=recorder, late=late,
+                            prompts=prompt_choice(settings), tracer=tracer,
+                            ingest_batch_chunks=cfg.ingest_batch_chunks)
 
 
 async def check_dimensions(store: PgKnowledgeStore, embedder: TokenEmbedder) -> None:
@@ -79,12 +94,12 @@ class Knowledge:
 
 
 def build_knowledge(settings: Settings, embedder: TokenEmbedder, reranker: Reranker,
-                    recorder: Recorder) -> Knowledge | None:
+                    recorder: Recorder, tracer: Tracer = NO_TRACER) -> Knowledge | None:
     """Knowledge for the gateway when a database is configured (RAG chat uses it too)."""
     if not settings.database_url:
         return None
     store = knowledge_store(settings)
-    service = knowledge_service(settings, store, embedder, reranker, recorder)
+    service = knowledge_service(settings, store, embedder, reranker, recorder, tracer)
 
     async def start() -> None:
         await store.open()

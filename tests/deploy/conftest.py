@@ -48,9 +48,9 @@ ROLE_FILES = {
         "/opt/appliance/libexec", "/opt/appliance/libexec/render-config",
         "/etc/systemd/system/appliance-storage.target",
         *(f"/etc/containers/systemd/appliance-{name}.container"
-          for name in ("prometheus", "grafana", "loki", "vector", "minio")),
+          for name in ("prometheus", "grafana", "loki", "tempo", "vector", "minio")),
         *(f"/etc/containers/systemd/appliance-{name}.volume"
-          for name in ("prometheus", "grafana", "loki", "minio")),
+          for name in ("prometheus", "grafana", "loki", "tempo", "minio")),
         "/etc/appliance/prometheus", "/etc/appliance/prometheus/prometheus.yml",
         "/etc/appliance/grafana", "/etc/appliance/grafana/provisioning",
         "/etc/appliance/grafana/provisioning/datasources",
@@ -59,6 +59,7 @@ ROLE_FILES = {
         "/etc/appliance/grafana/provisioning/dashboards/appliance.yaml",
         "/etc/appliance/grafana/dashboards", "/etc/appliance/grafana/dashboards/appliance-gateway.json",
         "/etc/appliance/loki", "/etc/appliance/loki/loki.yaml",
+        "/etc/appliance/tempo", "/etc/appliance/tempo/tempo.yaml",
         "/etc/appliance/vector", "/etc/appliance/vector/vector.yaml",
         "/etc/credstore/grafana-admin-password", "/etc/credstore/minio-root-user",
         "/etc/credstore/minio-root-password",

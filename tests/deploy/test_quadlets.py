@@ -196,7 +196,7 @@ def test_each_role_gets_its_containers() -> None:
         by_role[role_of(path)].add(path.stem.removeprefix("appliance-"))
 
     assert by_role == {"desktop": {"nats"}, "compute": {"postgres", "vllm", "llamacpp"},
-                       "storage": {"prometheus", "grafana", "loki", "vector", "minio"}}
+                       "storage": {"prometheus", "grafana", "loki", "tempo", "vector", "minio"}}
     for role, names in by_role.items():
         for name in names:
             assert f"/etc/containers/systemd/appliance-{name}.container" in ROLE_FILES[role]
@@ -227,18 +227,25 @@ def test_grafana_dashboard_covers_the_gateway_metrics() -> None:
 
     for metric in ("appliance_http_requests_total", "appliance_http_request_duration_seconds_bucket",
                    "appliance_tokens_total", "appliance_cost_usd_total", "appliance_events_published_total",
-                   "appliance_events_spooled_total", "appliance_events_dropped_total", "appliance_events_spool_bytes"):
+                   "appliance_events_spooled_total", "appliance_events_dropped_total", "appliance_events_spool_bytes",
+                   "gen_ai_client_operation_duration_seconds_count", "gen_ai_client_token_usage_sum",
+                   "appliance_key_cost_usd_total", "gen_ai_server_time_to_first_token_seconds_bucket"):
         assert metric in exprs, metric
     uids = {t["datasource"]["uid"] for panel in dashboard["panels"] for t in panel["targets"]}
     datasources = yaml.safe_load((REPO / "packaging/config/grafana/provisioning/datasources/appliance.yaml").read_text())
     assert uids <= {d["uid"] for d in datasources["datasources"]}
+    tempo = next(d for d in datasources["datasources"] if d["type"] == "tempo")
+    assert tempo["url"] == "http://${STORAGE_HOST}:${TEMPO_PORT}"
+    assert tempo["jsonData"]["tracesToLogsV2"]["datasourceUid"] == "appliance-loki"
 
 
 def test_gateway_metric_names_match_the_code() -> None:
     """The dashboard's names are the ones the gateway registers (where the code has them yet)."""
     source = "".join(p.read_text() for p in (REPO / "appliance").rglob("*.py"))
     for metric in ("appliance_http_requests_total", "appliance_http_request_duration_seconds",
-                   "appliance_tokens_total", "appliance_cost_usd_total"):
+                   "appliance_tokens_total", "appliance_cost_usd_total", "gen_ai_client_token_usage",
+                   "gen_ai_client_operation_duration_seconds", "gen_ai_server_time_to_first_token_seconds",
+                   "appliance_key_cost_usd_total"):
         assert f'"{metric}"' in source, metric
 
 

@@ -23,7 +23,8 @@ CHAT = ChatOutcome(
     messages=[{"role": "system", "content": "[1] (doc-a) text"}, {"role": "user", "content": "why?"}],
     response_text="because", finish_reason="tool_calls", usage=Usage(12, 7),
     tool_calls=(ToolCall("lookup", '{"q": "x"}', "call_1"), ToolCall("fetch", "{}", None)),
-    latency_ms=41.5, ttft_ms=9.25, cost_usd=0.0012, workspace="w", sources=("doc-a",), started_at=1_700_000_000.123456)
+    latency_ms=41.5, ttft_ms=9.25, cost_usd=0.0012, workspace="w", sources=("doc-a",), started_at=1_700_000_000.123456,
+    prompt={"name": "rag-answer", "version": 1})
 EMBEDDING = EmbeddingOutcome(correlation_id="c-2", model="minilm", inputs=3, tokens=17, dimensions=384,
                              latency_ms=4.0, path="grpc", started_at=1_700_000_001.5)
 RETRIEVAL = RetrievalOutcome(correlation_id="c-3", workspace="w", query="why?", mode="hybrid", reranked=True,
@@ -52,14 +53,24 @@ def test_a_spooled_chat_becomes_its_documented_events_ids_included() -> None:
         "backend": "vllm", "route": "rag", "streaming": True, "messages": list(CHAT.messages),
         "response_text": "because", "finish_reason": "tool_calls", "usage": {"prompt_tokens": 12, "completion_tokens": 7},
         "workspace": "w", "sources": ["doc-a"], "tool_calls": [{"name": "lookup", "arguments": '{"q": "x"}', "id": "call_1"},
-                                                               {"name": "fetch", "arguments": "{}", "id": None}]}
+                                                               {"name": "fetch", "arguments": "{}", "id": None}],
+        "latency_ms": 41.5, "ttft_ms": 9.25, "cost_usd": 0.0012, "prompt": {"name": "rag-answer", "version": 1}}
     assert events[f"{base}:pipeline.knowledge.tool_call:1"] == ENVELOPE | {
         "event_id": f"{base}:pipeline.knowledge.tool_call:1", "index": 1, "name": "fetch", "arguments": "{}",
         "call_id": None, "model": "coder", "backend": "vllm"}
     assert events[f"{base}:telemetry.knowledge.chat:0"] == ENVELOPE | {
         "event_id": f"{base}:telemetry.knowledge.chat:0", "model": "coder", "backend": "vllm", "route": "rag",
         "streaming": True, "tokens_in": 12, "tokens_out": 7, "latency_ms": 41.5, "ttft_ms": 9.25, "cost_usd": 0.0012,
-        "status": 200, "error": None, "finish_reason": "tool_calls"}
+        "status": 200, "error": None, "finish_reason": "tool_calls", "prompt": {"name": "rag-answer", "version": 1},
+        "key": None, "gpu_seconds": 0.0}
+    assert events[f"{base}:pipeline.knowledge.flow.lineage:0"]["prompt"] == {"name": "rag-answer", "version": 1}
+
+
+def test_a_chat_spooled_before_prompts_were_recorded_still_expands() -> None:
+    old = orjson.loads(encode(CHAT))
+    del old["prompt"]
+    events = events_of("chat", orjson.dumps(old))
+    assert {e.payload["prompt"] for e in events if "prompt" in e.payload} == {None}
 
 
 def test_a_failed_chat_has_telemetry_but_no_training_pair() -> None:

@@ -80,7 +80,8 @@ def test_allowed_hosts_and_keys_let_a_name_through(tmp_path: Path, fake_llm: Fak
 
 
 def test_a_public_bind_without_keys_is_said_loudly(tmp_path: Path, fake_llm: FakeLLM) -> None:
-    gw = start_gateway(tmp_path, catalog_for(fake_llm.port), APPLIANCE_HOST="0.0.0.0")
+    # refused without APPLIANCE_ALLOW_NO_KEYS (tests/access); allowed, it is said loudly
+    gw = start_gateway(tmp_path, catalog_for(fake_llm.port), APPLIANCE_HOST="0.0.0.0", APPLIANCE_ALLOW_NO_KEYS="true")
     try:
         warned = [ln for ln in gw.log_lines() if ln.get("level") == "warning" and "no API keys" in ln.get("msg", "")]
         assert warned and warned[0]["host"] == "0.0.0.0"

@@ -10,7 +10,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import openai
+
+from appliance.embedded.local_llm import MODEL_ID, availability
 from tests import procs
+
+LOCAL_LLM = availability()
 
 
 def test_up_starts_postgres_and_the_gateway_and_ctrl_c_stops_both(tmp_path: Path) -> None:
@@ -39,6 +44,14 @@ def test_up_starts_postgres_and_the_gateway_and_ctrl_c_stops_both(tmp_path: Path
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:
                     ready = json.loads(resp.read())
             assert ready["dependencies"]["nats"]["ok"] is True
+            if LOCAL_LLM.ok:   # CI installs it: the README's first command, through the gateway
+                client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+                stream = client.chat.completions.create(
+                    model=MODEL_ID, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, stream=True)
+                assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).strip()
+            wait = time.monotonic() + 30   # the ready lines come from a thread polling /readyz
+            while "try it:" not in log.read_text() and time.monotonic() < wait:
+                time.sleep(0.1)
             proc.send_signal(signal.SIGINT)
             assert proc.wait(60) == 0
         finally:
@@ -49,7 +62,21 @@ def test_up_starts_postgres_and_the_gateway_and_ctrl_c_stops_both(tmp_path: Path
     assert any("nats        embedded JetStream" in line for line in said)
     assert any(line.startswith("appliance up: persister") for line in said)
     assert any(f"gateway     http://127.0.0.1:{port}/v1" in line for line in said)
-    # With the optional local LLM installed it joins the catalog; without, one line says how.
-    assert any("smollm2-135m" in line or "pip install" in line for line in said)
+    # With the optional local LLM installed it joins the catalog, saying which build runs it;
+    # without, one line says how to add it.
+    if LOCAL_LLM.ok:
+        assert any(line.startswith(f"appliance up: local LLM   model {MODEL_ID} at http://127.0.0.1:")
+                   and "on the CPU" in line for line in said)
+    else:
+        assert any("pip install 'appliance[local-llm]'" in line for line in said)
+    # Once ready: the API base, the web UI when this install has it, one request to paste.
+    assert any(line.startswith("appliance up: ready in ") for line in said)
+    assert f"appliance up:   API base  http://127.0.0.1:{port}/v1  (any OpenAI client" in text
+    ui = (procs.ROOT / "appliance" / "ui" / "index.html").is_file()
+    assert (f"appliance up:   web UI    http://127.0.0.1:{port}/ui/" in text) is ui
+    curl = next(line for line in text.splitlines() if line.startswith("curl "))
+    assert f"http://127.0.0.1:{port}/v1/" in curl
+    if LOCAL_LLM.ok:
+        assert f'"model": "{MODEL_ID}"' in curl and "Content-Type: application/json" in curl
     assert said[-1] == "appliance up: stopped"
     assert not pid_file.exists()  # PostgreSQL was stopped too

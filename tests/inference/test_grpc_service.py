@@ -59,6 +59,15 @@ async def test_embed_equals_in_process(client: GrpcInference, local_models: Loca
     assert np.allclose(remote, local, atol=1e-5)
 
 
+async def test_embed_with_tokens_is_embed_and_token_vectors_in_one_call(client: GrpcInference,
+                                                                         local_models: LocalModels) -> None:
+    texts = TEXTS[:3]
+    pooled, tokens = await client.embed_with_tokens(texts)
+    assert np.allclose(pooled, np.array(await local_models.embedder.embed(texts)), atol=1e-5)
+    for remote, local in zip(tokens, await local_models.embedder.token_vectors(texts), strict=True):
+        assert remote.shape == local.shape and np.allclose(remote, local, atol=1e-5)
+
+
 async def test_rerank_equals_in_process(client: GrpcInference, local_models: LocalModels) -> None:
     query, docs, relevant = RERANK_CASES[0]
     remote = await client.rerank(query, docs)

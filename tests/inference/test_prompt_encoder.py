@@ -14,6 +14,7 @@ from appliance.domain.semantic_router import Card, SemanticRouter
 from appliance.inference.e5_tokens import E5FormatError, E5TokenTable
 from appliance.inference.executor import BoundedExecutor
 from appliance.inference.prompt_encoder import (
+    PROMPT_BLOCKS,
     EncoderLimits,
     LocalPromptEncoder,
     PromptVectors,
@@ -122,7 +123,7 @@ async def test_non_english_coding_prompts_land_near_the_coding_card(vectors: Pro
     catalog = tomllib.loads((ROOT / "tests/perf/routing_cards.toml").read_text())
     cards = [Card(m["id"], m["description"], tuple(m["examples"])) for m in catalog["models"]]
     router = SemanticRouter("auto", cards, "general", LocalPromptEncoder(vectors), budget_ms=1000.0,
-                            margin=float(catalog["routers"][0]["margin"]))
+                            margin=float(catalog["routers"][0]["margin"]), blocks=PROMPT_BLOCKS)
     await router.prepare()
     decision = await router.choose(prompt)
     assert (decision.model, decision.defaulted) == ("coder", False), decision.reason

@@ -1,4 +1,4 @@
-"""Stored token vectors: the same MaxSim the reranker computes, from int8 bytes."""
+"""Stored token vectors: the MaxSim the reranker computes, from the compact stored rows."""
 
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ async def test_stored_scores_match_the_reranker(inference: Inference) -> None:
     query = "what is the name of the guest wifi"
     stored = await late.score(await late.prepare(query), await late.encode(PASSAGES))
     live = [s.score for s in await inference.reranker.rerank(query, PASSAGES)]
-    assert np.allclose(stored, live, atol=5e-3)
+    # stored compactly (db/token_codec: one sign bit per dimension around the chunk's centre)
+    # lower cosines than the float vectors', in the same order
+    assert np.argsort(stored).tolist() == np.argsort(live).tolist()
+    assert np.allclose(stored, live, atol=0.15)
     assert int(np.argmax(stored)) == 2
 
 

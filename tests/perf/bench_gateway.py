@@ -122,17 +122,29 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its children. CPU per request
+    reads the same on a busy machine, where RPS falls with whatever else runs."""
+    ticks = 0
+    for p in with_children(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def start_appliance(work: Path, name: str, up_port: int, *, stream_prefix: str = "", tree: Path = procs.ROOT,
-                    **env: str) -> tuple[subprocess.Popen[bytes], int]:
+                    extra_catalog: str = "", **env: str) -> tuple[subprocess.Popen[bytes], int]:
     """One `appliance serve` worker routing bench-* to the upstream (bench-stream to its SSE path),
-    state under work/name, log in work/name.log; `tree` is the checkout whose code it runs."""
+    state under work/name, log in work/name.log; `tree` is the checkout whose code it runs;
+    `extra_catalog` is appended to its catalog (`[[api_keys]]`, say)."""
     work = outside_tree(work)
     catalog = work / f"{name}.toml"
     catalog.write_text(f'[[backends]]\nname = "bench"\nkind = "vllm"\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
                        f'[[backends]]\nname = "bench-sse"\nkind = "vllm"\n'
                        f'base_url = "http://127.0.0.1:{up_port}/{stream_prefix}v1"\n'
                        '[[routes]]\npattern = "bench-stream"\nbackend = "bench-sse"\n'
-                       '[[routes]]\npattern = "bench-*"\nbackend = "bench"\n')
+                       '[[routes]]\npattern = "bench-*"\nbackend = "bench"\n' + extra_catalog)
     port = procs.free_port()
     proc = procs.spawn(["-m", "appliance", "serve", "--port", str(port), "--workers", "1", "--config", str(catalog)],
                        port, log=work / f"{name}.log", cwd=tree,
@@ -199,12 +211,15 @@ def main() -> int:
                         if mode == "stream" and name == "direct" and upstream_kind == "nginx":
                             url = url.replace("/v1/", "/stream/v1/")
                         wrk(url, b, conns, 2, {})  # warm-up
+                        cpu_before = cpu_seconds(proc.pid) if proc else 0.0
                         r = wrk(url, b, conns, args.seconds, {})
+                        served = r["rps"] * args.seconds
+                        cpu_us = 1e6 * (cpu_seconds(proc.pid) - cpu_before) / served if proc and served else 0.0
                         if name == "direct":
                             direct_p50 = r["p50"]
                         added = r["p50"] - direct_p50 if direct_p50 is not None and name != "direct" else 0.0
                         runs.append((mode, conns, name, r["rps"], r["p50"], r["p99"], added, r["errors"],
-                                     rss_mb(proc.pid) if proc else 0.0))
+                                     rss_mb(proc.pid) if proc else 0.0, cpu_us))
     finally:
         rows = medians(runs)
         procs.stop(gateway)
@@ -228,9 +243,10 @@ def medians(runs: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 def print_table(rows: list[tuple[Any, ...]], upstream_kind: str, seconds: int) -> None:
     print(f"\nupstream: {upstream_kind}; appliance: 1 worker, access log on; {seconds}s per cell; "
           f"{os.cpu_count()} cores\n")
-    print(f"{'mode':<7}{'conns':>6}  {'target':<10}{'RPS':>9}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'non-2xx':>9}{'RSS MB':>8}")
-    for mode, conns, name, rps, p50, p99, added, errs, rss in rows:
-        print(f"{mode:<7}{conns:>6}  {name:<10}{rps:>9.0f}{p50:>9.3f}{p99:>9.3f}{added:>11.3f}{errs:>9.0f}{rss:>8.0f}")
+    print(f"{'mode':<7}{'conns':>6}  {'target':<10}{'RPS':>9}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'non-2xx':>9}{'RSS MB':>8}{'CPU us/req':>12}")
+    for mode, conns, name, rps, p50, p99, added, errs, rss, cpu_us in rows:
+        print(f"{mode:<7}{conns:>6}  {name:<10}{rps:>9.0f}{p50:>9.3f}{p99:>9.3f}{added:>11.3f}{errs:>9.0f}{rss:>8.0f}"
+              f"{cpu_us:>12.0f}")
 
 
 if __name__ == "__main__":

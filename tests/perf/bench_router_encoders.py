@@ -147,7 +147,11 @@ async def inline_vs_thread(reps: int) -> None:
 
     from appliance.domain.semantic_router import Card, SemanticRouter
     from appliance.inference.executor import BoundedExecutor
-    from appliance.inference.prompt_encoder import LocalPromptEncoder, load_prompt_vectors
+    from appliance.inference.prompt_encoder import (
+        PROMPT_BLOCKS,
+        LocalPromptEncoder,
+        load_prompt_vectors,
+    )
 
     pv = load_prompt_vectors()
     catalog = tomllib.loads((HERE / "routing_cards.toml").read_text())
@@ -157,7 +161,8 @@ async def inline_vs_thread(reps: int) -> None:
     print(f"\n{'encoder call':<14}{'decision p50':>14}{'p99':>9}{'loop lag p50':>14}{'p99':>9}{'max':>9}  (ms)")
     for label, enc in (("inline", LocalPromptEncoder(pv)), ("thread", LocalPromptEncoder(pv, executor)),
                        ("inline", LocalPromptEncoder(pv)), ("thread", LocalPromptEncoder(pv, executor))):
-        router = SemanticRouter("auto", cards, "general", enc, budget_ms=1000.0, margin=0.02)
+        router = SemanticRouter("auto", cards, "general", enc, budget_ms=1000.0,
+                                margin=float(catalog["routers"][0]["margin"]), blocks=PROMPT_BLOCKS)
         await router.prepare()
         lags: list[float] = []
         stop = asyncio.Event()

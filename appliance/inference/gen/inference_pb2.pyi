@@ -33,20 +33,24 @@ class EmbedResponse(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., dimensions: _Optional[int] = ..., vectors: _Optional[bytes] = ..., token_counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class EmbedTokensRequest(_message.Message):
-    __slots__ = ("texts",)
+    __slots__ = ("texts", "pooled")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    POOLED_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    pooled: bool
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., pooled: _Optional[bool] = ...) -> None: ...
 
 class EmbedTokensResponse(_message.Message):
-    __slots__ = ("model_id", "dimensions", "texts")
+    __slots__ = ("model_id", "dimensions", "texts", "pooled")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    POOLED_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     dimensions: int
     texts: _containers.RepeatedCompositeFieldContainer[TokenVectors]
-    def __init__(self, model_id: _Optional[str] = ..., dimensions: _Optional[int] = ..., texts: _Optional[_Iterable[_Union[TokenVectors, _Mapping]]] = ...) -> None: ...
+    pooled: bytes
+    def __init__(self, model_id: _Optional[str] = ..., dimensions: _Optional[int] = ..., texts: _Optional[_Iterable[_Union[TokenVectors, _Mapping]]] = ..., pooled: _Optional[bytes] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
     __slots__ = ("query", "documents")

@@ -1,0 +1,1 @@
+"""Access: API keys in PostgreSQL, the limits every worker shares, the audit trail."""
