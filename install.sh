@@ -311,6 +311,11 @@ next_steps() {
     say "Next steps:"
     say "  1. edit /etc/appliance/appliance.env (host names, ports) and, on desktop, /etc/appliance/catalog.toml"
     say "  2. put API keys in /etc/credstore/ (root, mode 0600), e.g. /etc/credstore/openai-api-key"
+    case " $TARGETS " in
+        *" desktop "*)
+            say "  3. create the gateway's first key (it refuses to serve the network without one):"
+            say "     /opt/appliance/bin/appliance keys create admin --admin   (or APPLIANCE_ALLOW_NO_KEYS=true in appliance.env)" ;;
+    esac
     for r in $TARGETS; do
         say "  systemctl start appliance-$r.target"
     done

@@ -51,10 +51,12 @@ def container(release: Path) -> Iterator[Container]:
 def desktop(container: Container) -> Container:
     out = container.sh("cd /release && ./install.sh --role desktop")
     assert "appliance (desktop): installed" in out
-    # This container is alone: NATS and inference on this host, no PostgreSQL to reach.
+    # This container is alone: NATS and inference on this host, no PostgreSQL to reach (so no
+    # stored keys: the operator's choice to serve without keys, as appliance.env documents it).
     container.sh("sed -i -e '/^APPLIANCE_DATABASE_URL=/d'"
                  " -e 's|^APPLIANCE_NATS_URL=.*|APPLIANCE_NATS_URL=nats://127.0.0.1:4222|'"
                  " -e 's/^APPLIANCE_INFERENCE_URL=.*/APPLIANCE_INFERENCE_URL=127.0.0.1:50051/'"
+                 " -e 's/^# APPLIANCE_ALLOW_NO_KEYS=true/APPLIANCE_ALLOW_NO_KEYS=true/'"
                  " /etc/appliance/appliance.env")
     container.sh("umask 077; echo test-vllm-key > /etc/credstore/vllm-api-key")
     started = time.monotonic()
