@@ -165,7 +165,8 @@ def test_limits_and_revocation_hold_across_workers_and_replicas(gw: Gateway, gw_
     ready(gw_b, secret)                      # two counted, one on each gateway
     for target in (gw, gw_b, gw, gw_b):      # gw has two workers: whichever takes it
         assert call(gw if target is gw else gw_b, "GET", "/v1/models", None, secret).status_code == 200
-        time.sleep(0.3)                      # > one sync: every worker has seen the others' counts
+        time.sleep(1.0)                      # > one sync (0.1 s) with room for a loaded CI box: every
+                                             # worker has seen the others' counts
     assert call(gw, "GET", "/v1/models", None, secret).status_code == 429
     assert call(gw_b, "GET", "/v1/models", None, secret).status_code == 429
     _, other = new_key(keys, "revoked")
@@ -208,6 +209,13 @@ def test_admin_keys_over_http_and_the_audit_log(gw: Gateway, keys: Keys) -> None
     assert call(gw, "POST", "/admin/keys", {"name": "x", "rpm": -1}, admin).status_code == 400
     rotated = call(gw, "POST", f"/admin/keys/{name}/rotate", None, admin).json()["key"]
     wait_status(gw, secret, 401)
+    # Both workers know the new secret before it is revoked: else a worker that has not read the
+    # rotation yet answers 401 for an unknown key, and no denial names the revoked one.
+    known = 0
+    deadline = time.monotonic() + 10
+    while known < 6 and time.monotonic() < deadline:
+        known = known + 1 if call(gw, "GET", "/v1/models", None, rotated).status_code == 200 else 0
+        time.sleep(0.05)
     assert call(gw, "DELETE", f"/admin/keys/{name}", None, admin).status_code == 200
     wait_status(gw, rotated, 401)
     deadline = time.monotonic() + 10   # the audit queue is written every sync, from each worker
