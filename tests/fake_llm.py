@@ -133,7 +133,9 @@ def _error(status: int, knobs: dict[str, Any] | None = None) -> web.Response:
     return web.json_response(payload, status=status, headers=headers)
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
+async def _take(request: web.Request) -> tuple[dict[str, Any], dict[str, Any]] | web.Response:
+    """A request's body, recorded, and the knobs for it; or the error answer the knobs (or a
+    malformed body) call for."""
     try:
         body = await request.json()
     except json.JSONDecodeError:
@@ -142,6 +144,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
     knobs = _knobs(body)
     if knobs.get("status"):
         return _error(int(knobs["status"]), knobs)
+    return body, knobs
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    taken = await _take(request)
+    if isinstance(taken, web.Response):
+        return taken
+    body, knobs = taken
     model = body.get("model", "fake-model")
     created = int(time.time())
     pieces, finish, matched = _limit(body, _local_habits(knobs, _content(knobs, body)))
@@ -319,14 +329,10 @@ def _text_prompts(prompt: Any) -> list[str]:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     """The legacy text API: one choice per prompt and `n`, index `prompt * n + i`."""
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        return _error(400)
-    _STATE["requests"].append(body)
-    knobs = _knobs(body)
-    if knobs.get("status"):
-        return _error(int(knobs["status"]), knobs)
+    taken = await _take(request)
+    if isinstance(taken, web.Response):
+        return taken
+    body, knobs = taken
     model, created, n = body.get("model", "fake-model"), int(time.time()), int(body.get("n") or 1)
     answers: list[tuple[list[str], str]] = []
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
