@@ -1,9 +1,13 @@
 """Not losing a stop signal that reaches a Granian worker while it is starting.
 
-A worker has three start-up windows in which Granian's own handling drops a SIGTERM (which is
-how the main process stops its workers), and the main process then waits out
-`workers_kill_timeout`:
+A worker has four start-up windows in which a SIGTERM (which is how the main process stops
+its workers) is dropped, and the main process then waits out `workers_kill_timeout`:
 
+0. The fork itself: CPython clears every pending signal in a new child (`os.fork()` runs
+   `_PySignal_AfterFork`), so a SIGTERM that the main process sends before the child first
+   runs (on a busy machine the parent runs on and stops the workers it has just forked) is
+   lost. `guard_forks()` blocks the stop signals around each fork; the child unblocks them
+   after that clearing, and a signal sent meanwhile is delivered then.
 1. From the fork until `appliance.asgi` is imported, the worker runs the main process's
    handler, which stops a copy of the main process's state that nothing reads.
    `guard_forks()` wraps that handler: in a forked process it holds the signal instead.
@@ -74,10 +78,25 @@ def stop_event(make_event: Callable[[], Any], loop: Any) -> Any:
     return event
 
 
+def _block_stops() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def _unblock_stops() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+_fork_mask: list[bool] = []
+
+
 def guard_forks(server: Any, attribute: str = "signal_handler_interrupt") -> None:
     """Wrap `server`'s stop handler (looked up when it installs its signals): in the process
     that wrapped it, the handler runs as before; in a process forked from it, the signal
-    is held for `hold()`'s handler setup."""
+    is held for `hold()`'s handler setup. From now on a stop signal sent to a child while it
+    is being forked waits for it (window 0 above) instead of being cleared."""
+    if not _fork_mask:  # once per process: fork hooks cannot be removed
+        os.register_at_fork(before=_block_stops, after_in_parent=_unblock_stops, after_in_child=_unblock_stops)
+        _fork_mask.append(True)
     main_pid = os.getpid()
     handler: Callable[..., None] = getattr(server, attribute)
 

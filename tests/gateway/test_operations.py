@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -206,6 +207,9 @@ def test_sigterm_during_worker_start_up_is_not_lost(tmp_path: Path, fake_llm: Fa
         gw.proc.send_signal(signal.SIGTERM)
         try:
             assert gw.proc.wait(10) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"attempt {attempt}: still running 10 s after SIGTERM; its log ends:\n"
+                        f"{gw.log.read_text()[-3000:]}")
         finally:
             procs.stop(gw.proc)
         assert time.monotonic() - started < 10

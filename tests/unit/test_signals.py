@@ -71,6 +71,29 @@ def test_the_main_process_still_stops_and_a_forked_worker_holds_the_signal() -> 
     assert signals._held == []
 
 
+def test_a_stop_sent_to_a_worker_before_it_first_runs_is_held_not_cleared() -> None:
+    # CPython clears pending signals in a new child; the main process often stops a worker
+    # it has just forked before that worker has run at all (the CI failure this fixes).
+    main = MainProcess()
+    signals.guard_forks(main)
+    saved = signal.signal(signal.SIGTERM, main.signal_handler_interrupt)
+    try:
+        lost = 0
+        for _ in range(20):
+            pid = os.fork()
+            if pid == 0:
+                deadline = time.monotonic() + 2
+                while not signals._held and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                os._exit(0 if signals._held == [signal.SIGTERM] else 1)
+            os.kill(pid, signal.SIGTERM)  # at once: the child has most likely not run yet
+            _, status = os.waitpid(pid, 0)
+            lost += os.waitstatus_to_exitcode(status) != 0
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert lost == 0 and main.stops == []
+
+
 def test_a_signal_while_the_loop_is_not_running_still_stops_the_worker(own_handlers: None) -> None:
     # uvloop drops a signal that arrives between two runs of the loop (Granian's lifespan
     # start-up and its server start); the worker's stop event must be set all the same.
