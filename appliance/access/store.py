@@ -42,6 +42,17 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[])
 ON CONFLICT (key_name, period) DO UPDATE SET spend_usd = s.spend_usd + excluded.spend_usd
 RETURNING key_name, period, spend_usd
 """
+# Totals of keys a worker has not used lately, read only (their primary keys: index lookups).
+_READ_COUNTS: Final = """
+SELECT w.key_name, w.minute, w.requests, w.tokens
+FROM unnest(%s::text[], %s::bigint[]) AS r (key_name, since)
+JOIN key_usage_windows AS w ON w.key_name = r.key_name AND w.minute >= r.since AND w.minute <= r.since + 1
+"""
+_READ_SPEND: Final = """
+SELECT s.key_name, s.period, s.spend_usd
+FROM unnest(%s::text[], %s::text[]) AS r (key_name, period)
+JOIN key_spend AS s ON s.key_name = r.key_name AND s.period = r.period
+"""
 _AUDIT: Final = ("INSERT INTO audit_log (ts, event, key_name, actor, status, method, path, correlation_id, detail) "
                  "VALUES (to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s, %s)")
 
@@ -108,16 +119,22 @@ class PgAccessStore:
             return [_record(r) for r in await cur.fetchall()]
 
     async def sync(self, batch: SyncBatch) -> tuple[list[tuple[str, int, int, int]], list[tuple[str, str, float]]]:
-        """Add the batch's deltas; the totals after them (rows sorted: one lock order for all)."""
+        """Add the batch's deltas; the totals after them (rows sorted: one lock order for all),
+        and those of the keys it only reads."""
         counts = sorted(batch.counts)
         spend = sorted(batch.spend)
+        reads, read_spend = batch.read_counts, batch.read_spend
         async with self._conn() as conn, conn.pipeline():
             c1 = await conn.execute(_COUNTS, ([r[0] for r in counts], [r[1] for r in counts],
                                               [r[2] for r in counts], [r[3] for r in counts])) if counts else None
             c2 = await conn.execute(_SPEND, ([r[0] for r in spend], [r[1] for r in spend],
                                              [r[2] for r in spend])) if spend else None
-            totals = [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in await c1.fetchall()] if c1 else []
-            spent = [(str(r[0]), str(r[1]), float(r[2])) for r in await c2.fetchall()] if c2 else []
+            c3 = await conn.execute(_READ_COUNTS, ([r[0] for r in reads], [r[1] for r in reads])) if reads else None
+            c4 = await conn.execute(_READ_SPEND, ([r[0] for r in read_spend],
+                                                  [r[1] for r in read_spend])) if read_spend else None
+            totals = [(str(r[0]), int(r[1]), int(r[2]), int(r[3]))
+                      for c in (c1, c3) if c is not None for r in await c.fetchall()]
+            spent = [(str(r[0]), str(r[1]), float(r[2])) for c in (c2, c4) if c is not None for r in await c.fetchall()]
         return totals, spent
 
     async def write_audit(self, events: Sequence[AuditEvent]) -> None:

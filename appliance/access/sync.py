@@ -1,10 +1,14 @@
 """The worker's background link to the shared store: keys, counters and the audit queue.
 
 Every `sync_s` (0.25 s): the limiter's deltas go to PostgreSQL and the totals come back
-(one pipelined round trip; nothing when no limited key was used in the last two minutes);
-queued audit events are written. Every `keys_poll_s` (1 s): `api_keys`' row count and newest
-change are compared with the last seen, and the table is read again when they moved, so a
-key created, rotated or revoked anywhere takes effect in every worker within about a second.
+(one pipelined round trip; nothing between keys polls when no limited key was used in the
+last two minutes);
+queued audit events are written. At the keys poll's pace, the totals of the limited keys
+this worker has not used lately are read too (index lookups, no write), so a key that is
+busy elsewhere, or has spent its budget elsewhere, is judged on that by its first request
+here. Every `keys_poll_s` (1 s): `api_keys`' row count and newest change are compared with
+the last seen, and the table is read again when they moved, so a key created, rotated or
+revoked anywhere takes effect in every worker within about a second.
 
 When PostgreSQL is unreachable it says so once (and once when it is back): the workers go
 on with the last key snapshot they had and their own counts on top of the last totals
@@ -128,10 +132,11 @@ class AccessSync:
         """One sync: counts, audit, and the keys when their poll is due."""
         batch: SyncBatch | None = None
         try:
-            if force_poll and time.monotonic() - self._polled_at >= self._poll_s:
+            polled = force_poll and time.monotonic() - self._polled_at >= self._poll_s
+            if polled:
                 await self.poll_keys()
-            batch = self._control.limiter.take()
-            if batch.counts or batch.spend:
+            batch = self._control.limiter.take(self._control.directory.limited, read=polled)
+            if batch.counts or batch.spend or batch.read_counts or batch.read_spend:
                 counts, spend = await self._store.sync(batch)
                 self._control.limiter.absorb(counts, spend)
             batch = None

@@ -46,9 +46,7 @@ def build_access(settings: Settings) -> Access:
     public = not is_loopback(settings.host) and not settings.allow_no_keys
     directory = KeyDirectory([static_key(k) for k in settings.catalog.api_keys], store=bool(settings.database_url),
                              always=public)
-    prices = {b.name: b.gpu_hour_usd for b in settings.catalog.backends if b.gpu_hour_usd}
-    control = AccessControl(directory, Limiter(), audit, gpu_hour_usd=prices,
-                            default_reserve_tokens=cfg.default_reserve_tokens)
+    control = AccessControl(directory, Limiter(), audit, default_reserve_tokens=cfg.default_reserve_tokens)
     if not settings.database_url:
         return Access(control, None, None)
     store = PgAccessStore(settings.database_url)

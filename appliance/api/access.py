@@ -15,6 +15,8 @@ covered without a line of its own:
 - the model, which is in the body, is checked where each dialect reads it: `admit_chat`
   (called by `api.streaming.chat_request`, which every chat dialect goes through; it also
   reserves the tokens the call may use) and `check_model` (embeddings);
+- the model listings (`/v1/models`, `/api/tags`) show a key only the models it may use
+  (`visible_models`); a lookup of another (`/v1/models/{id}`, `/api/show`) is a 404;
 - every response of a key with limits carries OpenAI's `x-ratelimit-*` headers; a 429
   carries `Retry-After`.
 
@@ -79,6 +81,22 @@ def check_model(req: falcon.asgi.Request, model: str) -> None:
     guard = _guard(req)
     if guard is not None:
         guard.checked(req, lambda: guard.control.check_model(caller_of(req), model))
+
+
+def visible_models(req: falcon.asgi.Request, models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The models of a listing (OpenAI `model` objects, routers among them) that the caller's
+    key may use; the listing itself for a key without a model list, or no key at all."""
+    key = caller_of(req).key
+    if key is None or not key.models:
+        return models
+    return [m for m in models if key.allows_model(m["id"])]
+
+
+def may_see_model(req: falcon.asgi.Request, model: str) -> bool:
+    """Whether the caller's key may use `model` (a lookup of one that it may not is a 404, as
+    if the model did not exist: the listings do not show it either)."""
+    key = caller_of(req).key
+    return key is None or key.allows_model(model)
 
 
 def admit_chat(req: falcon.asgi.Request, model: str, body: dict[str, Any], *, correlation_id: str | None = None) -> None:

@@ -14,7 +14,7 @@ import falcon
 import falcon.asgi
 import orjson
 
-from appliance.api.access import caller_of, check_model
+from appliance.api.access import caller_of, check_model, may_see_model, visible_models
 from appliance.api.body import read_json
 from appliance.api.embeddings import PATH_HEADER
 from appliance.api.streaming import chat_request, overhead, plan_headers, stream_body, stream_head
@@ -88,13 +88,13 @@ def _ndjson(lines: Sequence[Mapping[str, Any]]) -> bytes:
 
 
 class Tags:
-    """GET /api/tags: the models `/v1/models` lists, in Ollama's shape."""
+    """GET /api/tags: the models `/v1/models` lists (those the caller's key may use), in Ollama's shape."""
 
     def __init__(self, directory: ModelDirectory) -> None:
         self._directory = directory
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.data = orjson.dumps(tags_response(await self._directory.listing()))
+        resp.data = orjson.dumps(tags_response(visible_models(req, await self._directory.listing())))
         resp.content_type = falcon.MEDIA_JSON
 
 
@@ -110,7 +110,7 @@ class Show:
         name = (body.get("model") or body.get("name")) if isinstance(body, dict) else None  # older clients: name
         if not isinstance(name, str) or not name:
             raise WireError("model is required", "model")
-        model = await self._directory.get(name)
+        model = await self._directory.get(name) if may_see_model(req, name) else None
         if model is None:
             raise ModelNotFound(name)
         entry = self._router.entries.get(name)

@@ -28,7 +28,8 @@ def table(rows: Sequence[dict[str, Any]], group_by: Sequence[str]) -> str:
         if value is None:
             return "-"
         if isinstance(value, float):
-            return f"{value:.4f}" if column == "cost_usd" else f"{value:.1f}"
+            # the precision /admin/usage answers with: a few GPU-milliseconds cost a fraction of a cent
+            return f"{value:.6f}" if column == "cost_usd" else f"{value:.3f}" if column == "gpu_seconds" else f"{value:.1f}"
         return str(value)
 
     cells = [[cell(c, r[c]) for c in columns] for r in rows]

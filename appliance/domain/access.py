@@ -80,21 +80,29 @@ class Caller:
 ANONYMOUS: Final = Caller(None)
 
 
+def _limited(keys: Iterable[KeyRecord]) -> dict[str, KeyRecord]:
+    """The usable keys with rpm, tpm or a budget, by name: what the sync keeps every worker told of."""
+    return {k.name: k for k in keys if k.limited and k.revoked_at is None}
+
+
 class KeyDirectory:
     """Keys by SHA-256: the catalog's (fixed) and the store's (replaced whole by the sync).
-    With a store, keys are required until it has answered once (`loaded`) and said it has none."""
+    With a store, keys are required until it has answered once (`loaded`) and said it has none.
+    `limited`: the usable keys with limits or a budget, by name (the sync reads their totals)."""
 
     def __init__(self, static: Iterable[KeyRecord] = (), *, store: bool = False, always: bool = False) -> None:
         self._always = always         # keys required even when there are none (a public address)
         self._static = {k.sha256: k for k in static}
         self._stored: dict[str, KeyRecord] = {}
         self._all = dict(self._static)
+        self.limited = _limited(self._all.values())
         self._store = store
         self.loaded = False           # whether the store has answered once
 
     def replace_stored(self, records: Iterable[KeyRecord]) -> None:
         self._stored = {k.sha256: k for k in records}
         self._all = self._stored | self._static
+        self.limited = _limited(self._all.values())
         self.loaded = True
 
     @property
@@ -116,18 +124,15 @@ class KeyDirectory:
 
 class AccessControl:
     """Authentication, allowlists, limits and budgets for every request (module docstring).
-
-    `gpu_hour_usd`: per backend, the price of an hour of its time; a request answered by a
-    backend the catalog prices no tokens for costs its seconds at that rate.
-    """
+    A chat's spend is its outcome's `cost_usd`: token prices, or a local backend's GPU-seconds
+    at its price per GPU-hour (`ChatService`), the same number the usage rows add up."""
 
     def __init__(self, directory: KeyDirectory, limiter: Limiter, audit: AuditSink, *,
-                 gpu_hour_usd: Mapping[str, float] | None = None, default_reserve_tokens: int = 512,
+                 default_reserve_tokens: int = 512,
                  clock: Callable[[], float] = time.time) -> None:
         self.directory = directory
         self.limiter = limiter
         self.audit = audit
-        self._gpu_hour_usd = dict(gpu_hour_usd or {})
         self._default_reserve = default_reserve_tokens
         self._clock = clock
         self._open: dict[str, tuple[KeyRecord, Reservation | None, float]] = {}
@@ -213,19 +218,12 @@ class AccessControl:
         for cid in [c for c, (_, _, t) in self._open.items() if t <= horizon]:
             self.release(cid)
 
-    def spend_of(self, outcome: ChatOutcome) -> float:
-        """What a chat cost: the catalog's token prices, else the backend's time at its GPU-hour price."""
-        if outcome.cost_usd > 0:
-            return outcome.cost_usd
-        price = self._gpu_hour_usd.get(outcome.backend)
-        return outcome.gpu_seconds * price / 3600 if price else 0.0
-
     # -- Recorder: outcomes settle what was reserved --
 
     def chat(self, outcome: ChatOutcome) -> None:
         entry = self._open.pop(outcome.correlation_id, None)
         if entry is not None:
-            self.limiter.settle(entry[0], entry[1], outcome.usage.total_tokens, self.spend_of(outcome))
+            self.limiter.settle(entry[0], entry[1], outcome.usage.total_tokens, outcome.cost_usd)
 
     def embedding(self, outcome: EmbeddingOutcome) -> None:
         entry = self._open.pop(outcome.correlation_id, None)

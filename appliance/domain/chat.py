@@ -32,7 +32,7 @@ from appliance.domain.parsers.stages import OUTPUT_FORMAT
 from appliance.domain.ports import ChatBackend, UpstreamStream
 from appliance.domain.prompts import Prompt
 from appliance.domain.rag import ContextProvider, Passage, inject
-from appliance.domain.records import ChatOutcome, NullRecorder, Recorder
+from appliance.domain.records import ChatOutcome, NullRecorder, Recorder, Usage
 from appliance.domain.routing import ModelRouter, Target
 from appliance.domain.semantic_router import Decision, SemanticRouter
 from appliance.domain.tally import Tally
@@ -541,12 +541,24 @@ class ChatService:
             return 0.0
         return round(max(now - plan.upstream_began, 0.0), 6)
 
+    def _cost(self, plan: ChatPlan, usage: Usage, gpu_seconds: float) -> float:
+        """What a chat cost: the catalog's token prices for a priced model, else the answering
+        backend's GPU-seconds at its `gpu_hour_usd` (0 without one). Budgets, usage rows and
+        the cost metrics all read this one number."""
+        entry = plan.target.entry
+        cost = entry.cost(usage.prompt_tokens, usage.completion_tokens) if entry else 0.0
+        if cost or not gpu_seconds:
+            return cost
+        backend = self._backends.get(plan.backend)
+        price = backend.capabilities.gpu_hour_usd if backend is not None else 0.0
+        return gpu_seconds * price / 3600 if price else 0.0
+
     def _record(self, req: ChatRequest, plan: ChatPlan, tally: Tally, started: float, status: int,
                 error: str | None, *, streaming: bool) -> None:
         now = self._clock()
-        entry = plan.target.entry
         usage = tally.usage
         try:
+            gpu_seconds = self._gpu_seconds(plan, now)
             self._recorder.chat(ChatOutcome(
                 correlation_id=req.correlation_id,
                 model=req.model,
@@ -561,7 +573,7 @@ class ChatService:
                 tool_calls=tally.tool_calls,
                 latency_ms=(now - req.received_at) * 1000,
                 ttft_ms=(tally.first_token_at - req.received_at) * 1000 if tally.first_token_at else None,
-                cost_usd=entry.cost(usage.prompt_tokens, usage.completion_tokens) if entry else 0.0,
+                cost_usd=self._cost(plan, usage, gpu_seconds),
                 status=status,
                 error=error,
                 workspace=req.workspace,
@@ -569,7 +581,7 @@ class ChatService:
                 started_at=time.time() - (now - req.received_at),
                 malformed_events=tally.skipped,
                 routing=self._routing(plan),
-                gpu_seconds=self._gpu_seconds(plan, now),
+                gpu_seconds=gpu_seconds,
                 key=req.key,
                 prompt=prompt_json(plan.prompt),
             ))

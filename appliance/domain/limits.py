@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -55,10 +55,13 @@ class Reservation:
 @dataclass(slots=True)
 class SyncBatch:
     """What one sync sends: count deltas (key, minute, requests, tokens) and spend deltas
-    (key, period, usd); rows with zero deltas ask for the others' totals."""
+    (key, period, usd); rows with zero deltas ask for the others' totals. `read_counts`
+    (key, from minute) and `read_spend` (key, period) only ask, for keys idle here."""
 
     counts: list[tuple[str, int, int, int]]
     spend: list[tuple[str, str, float]]
+    read_counts: list[tuple[str, int]] = field(default_factory=list)
+    read_spend: list[tuple[str, str]] = field(default_factory=list)
 
 
 def duration(seconds: float) -> str:
@@ -162,8 +165,10 @@ class Limiter:
         if key.rpm is not None or key.tpm is not None:
             requests, tokens = self._estimates(state, now)
             if key.rpm is not None and requests + 1 > key.rpm:
+                state.last = (now, requests, tokens)  # the 429's headers: what refused it, not an older look
                 raise self._refuse(key, state, now, 0, key.rpm, 1)
             if key.tpm is not None and tokens >= key.tpm:
+                state.last = (now, requests, tokens)
                 raise self._refuse(key, state, now, 1, key.tpm, 1)
             state.last = (now, requests + 1, tokens)
         self._add(state, int(now // WINDOW_S), 1, 0)
@@ -178,6 +183,7 @@ class Limiter:
         tokens = max(0, min(tokens, key.tpm))
         requests, counted = self._estimates(state, now)
         if counted + tokens > key.tpm:
+            state.last = (now, requests, counted)  # the 429's headers: what refused it
             raise self._refuse(key, state, now, 1, key.tpm, tokens)
         state.last = (now, requests, counted + tokens)
         minute = int(now // WINDOW_S)
@@ -232,16 +238,25 @@ class Limiter:
 
     # -- the background sync (appliance/access/sync.py) --
 
-    def take(self) -> SyncBatch:
+    def take(self, watch: Mapping[str, KeyRecord] | None = None, *, read: bool = False) -> SyncBatch:
         """Everything counted since the last sync, taken out of `pending`, plus zero rows for
-        the keys in use so their totals come back too."""
+        the keys in use so their totals come back too.
+
+        `watch`: the directory's limited keys, kept here even while this worker does not use
+        them (others may), and with `read` (at the keys poll's pace) only read from the store,
+        windows and spend, so that the first request one brings here is judged on everyone's
+        counts and spend, not on none. Without `watch`, a key idle here is forgotten."""
         now = self._clock()
         minute = int(now // WINDOW_S)
         counts: list[tuple[str, int, int, int]] = []
         spend: list[tuple[str, str, float]] = []
+        batch = SyncBatch(counts, spend)
         for name, state in list(self._keys.items()):
             if now - state.seen_at > ACTIVE_S and not state.pending and not state.spend_pending:
-                del self._keys[name]
+                if watch is None or name not in watch:
+                    del self._keys[name]
+                elif read:
+                    self._read(batch, watch[name], state, now, minute)
                 continue
             for m in (minute - 1, minute):
                 if m not in state.pending:
@@ -256,7 +271,21 @@ class Limiter:
                     spend.append((name, current, 0.0))
             spend += [(name, p, u) for p, u in state.spend_pending.items()]
             state.spend_pending = {}
-        return SyncBatch(counts, spend)
+        if read and watch:
+            for name, key in watch.items():
+                if name not in self._keys:
+                    self._read(batch, key, self._keys.setdefault(name, _KeyState()), now, minute)
+        return batch
+
+    def _read(self, batch: SyncBatch, key: KeyRecord, state: _KeyState, now: float, minute: int) -> None:
+        """Ask the store for an idle key's totals (kept, with `seen_at` unchanged: still idle)."""
+        state.period = key.period if key.budget_usd is not None else None
+        for old in [m for m in state.shared if m < minute - 1]:
+            del state.shared[old]
+        if key.rpm is not None or key.tpm is not None:
+            batch.read_counts.append((key.name, minute - 1))
+        if state.period is not None:
+            batch.read_spend.append((key.name, self._period(state.period, now)))
 
     def absorb(self, counts: Iterable[tuple[str, int, int, int]], spend: Iterable[tuple[str, str, float]]) -> None:
         """The store's totals after a sync (every worker's counts, ours of the batch included)."""

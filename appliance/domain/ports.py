@@ -26,6 +26,8 @@ class Capabilities:
     tokenize: bool = False                          # has a /tokenize endpoint
     local: bool = False                             # a server on our own hardware: its time is GPU-seconds
     provider: str = "openai"                        # `gen_ai.provider.name` in traces: the backend's kind
+    gpu_hour_usd: float = 0.0                       # a local server's hour: what an unpriced model's time costs
+    thinking: str = "reasoning_effort_on"           # how it is told to think or not (domain/thinking.py)
 
 
 class UpstreamStream(Protocol):

@@ -1,5 +1,6 @@
-"""Keys in PostgreSQL against real gateways: the CLI, auth on every endpoint, allowlists,
-rpm/tpm/budgets with their headers, limits shared by workers and replicas, revocation, audit."""
+"""Keys in PostgreSQL against real gateways: the CLI, auth on every endpoint, allowlists (and
+the model listings the official clients read, filtered by them), rpm/tpm/budgets with their
+headers, limits shared by workers and replicas, revocation, audit."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import ollama
+import openai
 import psycopg
 import pytest
 
@@ -87,6 +90,7 @@ def test_every_endpoint_needs_a_key(gw: Gateway, keys: Keys, method: str, path: 
 
 def test_models_and_workspaces_outside_the_allowlist(gw: Gateway, keys: Keys) -> None:
     _, secret = new_key(keys, "allow", "--models", "qwen3-*", "--workspaces", "team")
+    _, anyone = new_key(keys, "any")
     ready(gw, secret)
     assert call(gw, "POST", "/v1/chat/completions", {**CHAT, "model": "qwen3-8b"}, secret).status_code == 200
     refused = call(gw, "POST", "/v1/chat/completions", CHAT, secret)
@@ -96,6 +100,18 @@ def test_models_and_workspaces_outside_the_allowlist(gw: Gateway, keys: Keys) ->
     assert anthropic.status_code == 403 and anthropic.json()["error"]["type"] == "permission_error"
     assert call(gw, "POST", "/api/chat", CHAT, secret).status_code == 403
     assert call(gw, "POST", "/v1/knowledge/other/search", {"query": "q"}, secret).status_code == 403
+    # The listings show the key only what it may call; a lookup of another model is a 404.
+    client = openai.OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["qwen3-8b"]
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("fake-model")
+    local = ollama.Client(host=gw.url, headers=auth(secret))
+    assert [m.model for m in local.list().models] == ["qwen3-8b"]
+    with pytest.raises(ollama.ResponseError) as hidden:
+        local.show("fake-model")
+    assert hidden.value.status_code == 404 and local.show("qwen3-8b").capabilities
+    assert {"coder", "fake-model", "qwen3-8b"} <= {m.id for m in openai.OpenAI(
+        base_url=gw.base_url, api_key=anyone, max_retries=0).models.list().data}
     assert call(gw, "GET", "/admin/keys", None, secret).status_code == 403   # not an admin key
     denied = [ln for ln in gw.log_lines() if ln.get("audit") == "denied" and ln.get("status") == 403]
     assert denied and all(ln["key"].startswith("allow-") for ln in denied)

@@ -59,3 +59,27 @@ def test_reservations_are_settled_or_given_back() -> None:
     access.reserve(caller, "c3", 900, 0)
     access.chat(ChatOutcome("c3", "m", "m", "b", "direct", False, (), "", None, Usage(5, 5)))
     assert dict(access.headers(caller))["x-ratelimit-remaining-tokens"] == "990"
+
+
+async def test_listings_show_a_key_the_models_and_routers_it_may_use() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from appliance.api.access import may_see_model, visible_models
+    from appliance.domain.access import Caller
+    from appliance.domain.models import ModelDirectory
+    from appliance.domain.routing import ModelEntry, ModelRouter
+
+    models = ModelRouter([ModelEntry(m, ("b",), m, "x") for m in ("coder", "general", "qwen3-8b")], [])
+    directory = ModelDirectory(models, {}, ttl_s=60, virtual=[{"id": "auto", "object": "model", "router": {}}])
+    listing = await directory.listing()
+
+    def seen(key: KeyRecord | None) -> list[str]:
+        req = cast(Any, SimpleNamespace(context=SimpleNamespace(caller=Caller(key))))
+        shown = [m["id"] for m in visible_models(req, listing)]
+        assert all(may_see_model(req, m["id"]) == (m["id"] in shown) for m in listing)
+        return shown
+
+    assert seen(None) == seen(KeyRecord("any", "h")) == ["coder", "general", "qwen3-8b", "auto"]
+    assert seen(KeyRecord("k", "h", models=("auto", "qwen3-*"))) == ["qwen3-8b", "auto"]   # a router it may call
+    assert seen(KeyRecord("k", "h", models=("coder", "general"))) == ["coder", "general"]  # not the router over them

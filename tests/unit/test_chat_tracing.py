@@ -1,6 +1,7 @@
 """ChatService through the tracing port, without sockets: the router's decision and the upstream
 call as children of the request's span (the SDK with an in-memory exporter), the GenAI
-attributes, and the GPU-seconds a local backend's answer is recorded with."""
+attributes, and the GPU-seconds a local backend's answer is recorded with (and their cost at its
+price per GPU-hour)."""
 
 from __future__ import annotations
 
@@ -81,9 +82,11 @@ async def test_a_failed_upstream_call_is_an_error_span_and_a_cloud_backend_has_n
 
 
 async def test_tracing_off_records_the_same_and_makes_no_span() -> None:
-    backend = FakeBackend("gpu-box", capabilities=LOCAL)
+    backend = FakeBackend("gpu-box", capabilities=Capabilities(local=True, provider="vllm", gpu_hour_usd=36.0))
     chat, outcomes, exporter, _ = await traced(backend, tracing=False)
     req = ask("fix this code")
     await chat.complete(req, await chat.plan(req))
     assert exporter.get_finished_spans() == () and len(outcomes.chats) == 1
-    assert outcomes.chats[0].gpu_seconds > 0
+    [outcome] = outcomes.chats
+    assert outcome.gpu_seconds > 0      # an unpriced model on a backend priced per GPU-hour: its time's cost
+    assert outcome.cost_usd == pytest.approx(outcome.gpu_seconds * 36.0 / 3600)

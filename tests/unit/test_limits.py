@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from appliance.domain.errors import InsufficientQuota, RateLimited
-from appliance.domain.keys import KeyRecord, weakness
-from appliance.domain.limits import Limiter, duration
+from appliance.domain.keys import KeyRecord, period_key, weakness
+from appliance.domain.limits import Limiter, SyncBatch, duration
 
 
 class Clock:
@@ -65,10 +65,32 @@ def test_sync_sends_deltas_and_takes_everyones_totals() -> None:
     limiter.absorb([(k.name, int(clock.t // 60), 3, 0)], [])   # two more from other workers
     with pytest.raises(RateLimited):
         limiter.admit(k)
+    assert dict(limiter.headers(k))["x-ratelimit-remaining-requests"] == "0"   # the refusal's count, not the admission's
     other = KeyRecord("other", "1" * 64, rpm=10)
     limiter.admit(other)
     limiter.restore(limiter.take())      # a failed sync loses nothing: sent again next time
     assert ("other", int(clock.t // 60), 1, 0) in limiter.take().counts
+
+
+def test_a_worker_reads_the_totals_of_keys_it_has_not_used_so_their_first_request_is_judged_on_them() -> None:
+    clock = Clock(60_000 * 60.0 + 30)
+    minute, day = int(clock.t // 60), period_key("day", clock.t)
+    rpm, budget = KeyRecord("rpm", "1" * 64, rpm=3), KeyRecord("budget", "2" * 64, budget_usd=0.01, period="day")
+    watch = {k.name: k for k in (rpm, budget)}
+    worker = Limiter(clock)
+    assert worker.take(watch).read_counts == []            # read at the keys poll's pace only
+    batch = worker.take(watch, read=True)
+    assert (batch.counts, batch.spend) == ([], [])          # idle here: nothing written, only read
+    assert batch.read_counts == [("rpm", minute - 1)] and batch.read_spend == [("budget", day)]
+    worker.absorb([("rpm", minute, 3, 0)], [("budget", day, 0.02)])   # what the other workers did
+    with pytest.raises(RateLimited) as refused:
+        worker.admit(rpm)
+    assert refused.value.retry_after is not None
+    with pytest.raises(InsufficientQuota):
+        worker.admit(budget)
+    clock.t += 121
+    assert worker.take(watch).counts == []                   # idle here again: kept, not written
+    assert worker.take({}, read=True) == SyncBatch([], [])   # out of the directory (revoked): forgotten
 
 
 def test_weak_keys_and_durations() -> None:
