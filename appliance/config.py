@@ -34,6 +34,8 @@ class CapabilitiesConfig(_Strict):
     fetches_image_urls: bool | None = None
     completions: bool | None = None
     tokenize: bool | None = None
+    # how the backend is told to think or not (appliance/domain/thinking.py)
+    thinking: Literal["chat_template_kwargs", "reasoning_effort", "reasoning_effort_on", "none"] | None = None
 
 
 class BackendConfig(_Strict):
@@ -46,7 +48,7 @@ class BackendConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     discover: bool = True
     capabilities: CapabilitiesConfig = CapabilitiesConfig()
-    gpu_hour_usd: Annotated[float | None, Field(ge=0)] = None   # what an hour of its time costs (key budgets)
+    gpu_hour_usd: Annotated[float | None, Field(ge=0)] = None   # an hour of its time: unpriced models' cost (budgets, usage)
 
     @field_validator("base_url")
     @classmethod
@@ -332,6 +334,15 @@ class UsageSettings(_Strict):
     prune_interval_s: Annotated[float, Field(gt=0)] = 3600.0
 
 
+class HistorySettings(_Strict):
+    """How long the event tables (chat history and pairs, tool calls, lineage, retrievals,
+    embedding calls, dead letters) and stored Responses are kept; 0 keeps them. Pruned by the
+    persister with the usage tables, every `usage.prune_interval_s`."""
+
+    retention_days: Annotated[int, Field(ge=0)] = 90
+    responses_retention_days: Annotated[int, Field(ge=0)] = 30
+
+
 class AccessSettings(_Strict):
     """Keys in PostgreSQL and the limits every worker shares (docs/access.md)."""
 
@@ -441,6 +452,7 @@ class Settings(BaseSettings):
     knowledge: KnowledgeSettings = KnowledgeSettings()
     events: EventSettings = EventSettings()
     usage: UsageSettings = UsageSettings()
+    history: HistorySettings = HistorySettings()
     parsers: ParserSettings = ParserSettings()
     routing: RoutingSettings = RoutingSettings()
     inference: InferenceSettings = InferenceSettings()

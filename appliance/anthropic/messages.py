@@ -3,10 +3,12 @@ gateway routes. Pure functions: decoded JSON in, values out; `WireError` on a ba
 
 Mapped: `system` (a string or text blocks), `text` / `image` / `tool_use` / `tool_result`
 blocks, client `tools` and `tool_choice` (with `disable_parallel_tool_use`), `max_tokens`,
-`stop_sequences`, `temperature`, `top_p`, `metadata.user_id` and `stream`. `top_k` is not in
-the OpenAI schema: it comes back apart, for the caller to add when the backend takes it.
-Reasoning in the answer (`reasoning_content`, from the backend or the parser chain) becomes a
-`thinking` block before the text. Dropped (logged at debug): `thinking`, `cache_control`, `service_tier` and whatever else has no
+`stop_sequences`, `temperature`, `top_p`, `metadata.user_id` and `stream`. `top_k` and
+`thinking` are not in the OpenAI schema: they come back apart as extensions, `top_k` for the
+caller to add when the backend takes it, `thinking` (enabled or disabled) to be told to each
+backend in the field it reads (`appliance.wire.thinking`). Reasoning in the answer
+(`reasoning_content`, from the backend or the parser chain) becomes a `thinking` block before
+the text. Dropped (logged at debug): `cache_control`, `service_tier` and whatever else has no
 place in the OpenAI shape. Refused with 400: server tools, documents, images inside tool
 results, which the OpenAI shape cannot carry; bodies nested too deep or with too many
 messages (`appliance.wire.bounds`).
@@ -22,11 +24,12 @@ from typing import Any, Final
 
 from appliance.wire.bounds import MAX_MESSAGES, check_count, check_depth
 from appliance.wire.errors import WireError
+from appliance.wire.thinking import THINKING, anthropic_thinking
 
 log = logging.getLogger(__name__)
 
 KNOWN: Final = frozenset({"model", "messages", "max_tokens", "system", "stop_sequences", "temperature", "top_p",
-                          "top_k", "metadata", "stream", "tools", "tool_choice"})
+                          "top_k", "metadata", "stream", "tools", "tool_choice", "thinking"})
 _UNIT_NUMBERS: Final = ("temperature", "top_p")
 _TOOL_CHOICES: Final = {"auto": "auto", "any": "required", "none": "none"}
 
@@ -80,6 +83,9 @@ def parse_messages(body: Any, *, max_messages: int = MAX_MESSAGES) -> MessagesCa
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise WireError("top_k: must be a non-negative integer", "top_k")
         extensions["top_k"] = top_k
+    wish = anthropic_thinking(body.get("thinking"))
+    if wish is not None:
+        extensions[THINKING] = wish
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]

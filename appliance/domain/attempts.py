@@ -28,7 +28,9 @@ from appliance.domain.errors import (
 )
 from appliance.domain.ports import ChatBackend
 from appliance.domain.routing import Target
+from appliance.domain.thinking import thinking_fields
 from appliance.domain.upstreams import Upstreams
+from appliance.wire.thinking import THINKING
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,11 +122,16 @@ class Walk:
                  extensions: Mapping[str, Any]) -> dict[str, Any]:
         payload = base if base.get("model") == target.upstream_model else {**base, "model": target.upstream_model}
         if extensions:
-            accepted = backend.capabilities.extension_fields
+            capabilities = backend.capabilities
+            accepted = capabilities.extension_fields
             extra = {k: v for k, v in extensions.items() if k in accepted}
-            if len(extra) < len(extensions):
+            wish = extensions.get(THINKING)
+            if wish is not None:  # said in the field this backend reads, not as itself
+                extra.update(thinking_fields(wish, capabilities.thinking, payload))
+            dropped = set(extensions) - set(extra) - {THINKING}
+            if dropped:
                 log.debug("extension fields not sent: the backend does not take them",
-                          extra={"backend": backend.name, "fields": sorted(set(extensions) - set(extra))})
+                          extra={"backend": backend.name, "fields": sorted(dropped)})
             if extra:
                 payload = {**payload, **extra}
         return payload

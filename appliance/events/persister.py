@@ -9,7 +9,7 @@ the others keep flowing. Lag (pending messages) is a gauge and is in `/readyz`.
 A second durable consumer (`persister-usage`) reads the chat and embedding telemetry from
 TELEMETRY into the usage tables (db/usage.py: raw rows and hourly rollups in one
 transaction), the same way; every `usage.prune_interval_s` the usage tables are pruned to
-their retention.
+their retention, and the event tables and stored Responses to theirs (`db.history`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 
 from appliance import logs, systemd
 from appliance.config import Settings
-from appliance.db import usage
+from appliance.db import history, usage
 from appliance.events.rows import USAGE_SUBJECTS, Row, SchemaError, rows_for
 from appliance.events.streams import connect, ensure_streams
 
@@ -42,7 +42,8 @@ DEAD = Counter("appliance_persister_dead_letters_total", "Messages set aside in 
 LAG = Gauge("appliance_persister_lag_messages", "Messages in PIPELINE not yet delivered to the persister")
 USAGE_LAG = Gauge("appliance_persister_usage_lag_messages",
                   "Chat and embedding telemetry in TELEMETRY not yet delivered to the usage consumer")
-PRUNED = Counter("appliance_usage_pruned_rows_total", "Usage rows deleted past their retention", ["table"])
+PRUNED = Counter("appliance_usage_pruned_rows_total", "Usage, history and stored-response rows deleted past "
+                 "their retention", ["table"])
 DURABLE = "persister"
 USAGE_DURABLE = "persister-usage"
 
@@ -148,18 +149,24 @@ class Persister:
                 conn = await self._reconnect(conn)
 
     async def _prune_forever(self) -> None:
-        """Usage retention: raw rows and rollups past their days, deleted now and then."""
-        cfg = self.settings.usage
+        """Retention: usage rows and rollups, the event tables and stored Responses past their
+        days, deleted now and then."""
+        cfg, kept = self.settings.usage, self.settings.history
         while not self.stopping.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as conn:
                     raw, rolled = await usage.prune(conn, cfg.raw_retention_days, cfg.rollup_retention_days)
+                    old = await history.prune(conn, kept.retention_days, kept.responses_retention_days)
                 if raw or rolled:
                     PRUNED.labels("usage_events").inc(raw)
                     PRUNED.labels("usage_hourly").inc(rolled)
                     log.info("usage pruned", extra={"raw_rows": raw, "rollup_rows": rolled})
+                if old:
+                    for table, n in old.items():
+                        PRUNED.labels(table).inc(n)
+                    log.info("history pruned", extra={"rows": old})
             except psycopg.Error as exc:
-                log.warning("usage pruning failed; trying again later", extra={"error": repr(exc)})
+                log.warning("pruning failed; trying again later", extra={"error": repr(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), cfg.prune_interval_s)
 

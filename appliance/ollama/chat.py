@@ -6,9 +6,10 @@ serialised and an id, `tool` messages are matched to the call they answer), `too
 `format` (`"json"` -> `json_object`, a schema -> `json_schema`), `stream` (true unless false),
 and the options the OpenAI shape has: `temperature`, `top_p`, `num_predict` (-> `max_tokens`),
 `stop`, `seed`, `presence_penalty`, `frequency_penalty`. `top_k` and `min_p` come back apart
-for the caller to add when the backend takes them. Dropped (logged at debug): load-time
-options (`num_ctx`, `num_gpu`, ...), other samplers, `keep_alive`, `think`, `template`,
-`context`. Refused with 400: `raw` prompts and `suffix`, which a chat endpoint cannot honour;
+for the caller to add when the backend takes them, and `think` (true, false or an effort)
+as the `thinking` extension, told to each backend in the field it reads
+(`appliance.wire.thinking`). Dropped (logged at debug): load-time options (`num_ctx`,
+`num_gpu`, ...), other samplers, `keep_alive`, `template`, `context`. Refused with 400: `raw` prompts and `suffix`, which a chat endpoint cannot honour;
 bodies nested too deep or with too many messages (`appliance.wire.bounds`).
 """
 
@@ -23,6 +24,7 @@ from typing import Any, Final
 
 from appliance.wire.bounds import MAX_MESSAGES, check_count, check_depth
 from appliance.wire.errors import WireError
+from appliance.wire.thinking import THINKING, ollama_think
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def parse_chat(body: Any, *, max_messages: int = MAX_MESSAGES) -> OllamaCall:
             raise WireError("tools must be an array of objects", "tools")
         out["tools"] = tools
     extensions = _apply_options(body, out)
-    _log_dropped(body, {"model", "messages", "stream", "tools", "format", "options"})
+    _log_dropped(body, {"model", "messages", "stream", "tools", "format", "options", "think"})
     return OllamaCall(model, stream, out, extensions)
 
 
@@ -97,7 +99,8 @@ def parse_generate(body: Any) -> OllamaCall:
     messages.append({"role": "user", "content": _content(prompt, images)})
     out: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
     extensions = _apply_options(body, out)
-    _log_dropped(body, {"model", "prompt", "system", "images", "stream", "format", "options", "suffix", "raw"})
+    _log_dropped(body, {"model", "prompt", "system", "images", "stream", "format", "options", "suffix", "raw",
+                        "think"})
     return OllamaCall(model, stream, out, extensions)
 
 
@@ -235,7 +238,10 @@ def _apply_options(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
             raise WireError("options.stop must be a string or an array of strings", "options.stop")
         out["stop"] = stop
-    extensions = {name: value for name in _EXTENSIONS if (value := _number(options, name)) is not None}
+    extensions: dict[str, Any] = {name: value for name in _EXTENSIONS if (value := _number(options, name)) is not None}
+    wish = ollama_think(body.get("think"))
+    if wish is not None:
+        extensions[THINKING] = wish
     if log.isEnabledFor(logging.DEBUG):
         dropped = sorted(set(options) - set(_OPTIONS) - set(_EXTENSIONS) - {"stop"})
         if dropped:

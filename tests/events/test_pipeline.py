@@ -29,8 +29,9 @@ EMBED_ROWS = "SELECT count(*) FROM embedding_calls WHERE correlation_id LIKE %s"
 
 
 def outcome(prefix: str, i: int) -> EmbeddingOutcome:
+    # Recent: rows older than the history retention (90 days) go at the persister's first prune.
     return EmbeddingOutcome(correlation_id=f"{prefix}-{i}", model="m", inputs=1, tokens=3, dimensions=384,
-                            latency_ms=1.0, started_at=1_700_000_000 + i)
+                            latency_ms=1.0, started_at=time.time() + i / 1000)
 
 
 class Pipeline:

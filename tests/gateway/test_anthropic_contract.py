@@ -49,6 +49,20 @@ def test_system_prompt_and_sampling_reach_the_backend(gateway: Gateway, llm: Fak
     assert sent["stop"] == ["END"] and sent["user"] == "u-1" and sent["top_k"] == 5
 
 
+def test_thinking_is_told_to_the_backend_in_the_field_it_reads(gateway: Gateway, llm: FakeLLM) -> None:
+    c = client(gateway)
+    c.messages.create(model="qwen3-8b", max_tokens=10, messages=MESSAGES, thinking={"type": "disabled"})
+    assert llm.requests()[-1]["chat_template_kwargs"] == {"enable_thinking": False}  # vLLM's template reads it
+    c.messages.create(model="slow-model", max_tokens=2048, messages=MESSAGES,
+                      thinking={"type": "enabled", "budget_tokens": 1024})
+    sent = llm.requests()[-1]
+    assert sent["reasoning_effort"] == "low" and "chat_template_kwargs" not in sent  # LM Studio reads the effort
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        c.messages.create(model="qwen3-8b", max_tokens=10, messages=MESSAGES,
+                          thinking={"type": "enabled"})  # type: ignore[typeddict-item]
+    assert "budget_tokens" in bad.value.message
+
+
 def test_x_workspace_takes_the_chat_path(gateway: Gateway, llm: FakeLLM) -> None:
     raw = client(gateway).messages.with_raw_response.create(
         model="coder", max_tokens=8, messages=MESSAGES, extra_headers={"x-workspace": "notes"})

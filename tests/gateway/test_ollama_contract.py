@@ -96,6 +96,17 @@ def test_generate_both_modes(gateway: Gateway, llm: FakeLLM) -> None:
     assert "".join(p.response or "" for p in parts) == TEXT and parts[-1].done and not parts[0].done
 
 
+def test_think_is_told_to_the_backend_in_the_field_it_reads(gateway: Gateway, llm: FakeLLM) -> None:
+    c = client(gateway)
+    c.chat(model="coder", messages=MESSAGES, think=False)
+    assert llm.requests()[-1]["chat_template_kwargs"] == {"enable_thinking": False}  # a vLLM backend
+    c.generate(model="slow-model", prompt="why", think="high")
+    assert llm.requests()[-1]["reasoning_effort"] == "high"  # LM Studio reads the effort
+    with pytest.raises(ollama.ResponseError) as bad:
+        c.chat(model="coder", messages=MESSAGES, think="very")  # type: ignore[arg-type]
+    assert bad.value.status_code == 400 and "think" in str(bad.value)
+
+
 def test_options_and_format_are_mapped(gateway: Gateway, llm: FakeLLM) -> None:
     c = client(gateway)
     reply = c.chat(model="coder", messages=MESSAGES, format="json", options={

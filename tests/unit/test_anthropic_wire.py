@@ -66,7 +66,8 @@ def test_system_blocks_and_sampling_map_to_openai_fields() -> None:
     assert out["messages"] == [{"role": "system", "content": "Be brief.\nBe kind."},
                                {"role": "user", "content": "hi"}]
     assert (out["temperature"], out["top_p"], out["stop"], out["user"]) == (0.3, 0.8, ["END"], "u")
-    assert call.extensions == {"top_k": 5} and call.stop_sequences == ("END",)
+    assert call.extensions == {"top_k": 5, "thinking": {"on": True, "effort": "low"}}
+    assert call.stop_sequences == ("END",)
     assert out["max_tokens"] == 16 and "thinking" not in out
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import openai
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -47,6 +48,29 @@ price_output_per_mtok = 2000.0
 """
 
 
+GPU_MODEL = "usage-gpu"        # an unpriced model on a backend priced per GPU-hour, for a key with a budget
+GPU_KEY = "appl-usage-gpu-budget-key-0246813579"
+GPU = f"""
+[[api_keys]]
+name = "usage-gpu"
+sha256 = "{hashlib.sha256(GPU_KEY.encode()).hexdigest()}"
+budget_usd = 0.000001
+period = "day"
+
+[[backends]]
+name = "gpu-vllm"
+kind = "vllm"
+base_url = "http://127.0.0.1:{{port}}/v1"
+discover = false
+gpu_hour_usd = 3600.0
+
+[[models]]
+id = "{GPU_MODEL}"
+backend = "gpu-vllm"
+upstream_id = "fake-model"
+"""
+
+
 def get(gw: Gateway, path: str, key: str = ADMIN) -> Any:
     req = urllib.request.Request(f"{gw.url}{path}", headers={"Authorization": f"Bearer {key}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
@@ -77,8 +101,9 @@ def world(fake_llm: FakeLLM, migrated_pg: str, tmp_path_factory: pytest.TempPath
     # Rows past their retention, there before the persister starts: its first prune removes them.
     asyncio.run(_old_rows(migrated_pg))
     persister = PersisterProc(nats.url, migrated_pg, tmp / "persister.log", APPLIANCE_USAGE__RAW_RETENTION_DAYS="2",
-                              APPLIANCE_USAGE__ROLLUP_RETENTION_DAYS="5").start()
-    gw = start_gateway(tmp / "gw", catalog_for(fake_llm.port, procs.free_port(), extra=EXTRA),
+                              APPLIANCE_USAGE__ROLLUP_RETENTION_DAYS="5", APPLIANCE_HISTORY__RETENTION_DAYS="2",
+                              APPLIANCE_HISTORY__RESPONSES_RETENTION_DAYS="4").start()
+    gw = start_gateway(tmp / "gw", catalog_for(fake_llm.port, procs.free_port(), extra=EXTRA + GPU.format(port=fake_llm.port)),
                        APPLIANCE_NATS_URL=nats.url, APPLIANCE_DATABASE_URL=migrated_pg)
     try:
         yield gw, migrated_pg
@@ -99,6 +124,16 @@ async def _old_rows(url: str) -> None:
     async with await psycopg.AsyncConnection.connect(url) as conn, conn.cursor() as cur:
         await record(cur, [_row("retention-3d", now - timedelta(days=3), "retention-model"),
                            _row("retention-6d", now - timedelta(days=6), "retention-model")])
+        for eid, age in (("history-1d", 1), ("history-3d", 3), ("history-5d", 5)):
+            await cur.execute(
+                "INSERT INTO chat_history (event_id, correlation_id, ts, model, backend, route, streaming, messages,"
+                " response_text) VALUES (%s, %s, %s, 'm', 'b', 'direct', false, '[]', '')",
+                (eid, eid, now - timedelta(days=age)))
+            await cur.execute("INSERT INTO tool_calls (event_id, correlation_id, ts, call_index, name, arguments, model)"
+                              " VALUES (%s, %s, %s, 0, 'f', '{}', 'm')", (eid, eid, now - timedelta(days=age)))
+            await cur.execute("INSERT INTO api_responses (id, created_at, correlation_id, model, status, input_items,"
+                              " response) VALUES (%s, %s, %s, 'm', 'completed', '[]', '{}')",
+                              (f"resp_{eid}", now - timedelta(days=age), eid))
 
 
 def wait_usage(gw: Gateway, expected: int, timeout: float = 30.0) -> tuple[list[dict[str, Any]], float]:
@@ -179,6 +214,29 @@ def test_usage_totals_equal_the_requests_made_within_seconds(world: tuple[Gatewa
     assert cost == pytest.approx(expected_cost, rel=1e-6)
 
 
+def test_a_budget_spent_on_gpu_hours_is_insufficient_quota_and_its_cost_is_in_the_usage(
+        world: tuple[Gateway, str]) -> None:
+    gw, _ = world
+    client = openai.OpenAI(base_url=gw.base_url, api_key=GPU_KEY, max_retries=0)
+    answered = 0
+    deadline = time.monotonic() + 5
+    with pytest.raises(openai.RateLimitError) as refused:   # $1 a second of the backend's time, $0.000001 a day
+        while time.monotonic() < deadline:
+            client.chat.completions.create(model=GPU_MODEL, messages=[{"role": "user", "content": "hi"}])
+            answered += 1
+    assert answered >= 1 and refused.value.code == "insufficient_quota"
+    assert int(refused.value.response.headers["retry-after"]) > 0
+    rows: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and sum(r["requests"] for r in rows) < answered:
+        rows = [r for r in get(gw, "/admin/usage?group_by=key,model")["data"] if r["model"] == GPU_MODEL]
+        time.sleep(0.1)
+    [row] = rows
+    assert (row["key"], row["requests"], row["errors"]) == ("usage-gpu", answered, 0)
+    assert row["gpu_seconds"] > 0 and row["cost_usd"] > 0
+    assert row["cost_usd"] == pytest.approx(row["gpu_seconds"], abs=0.001)    # 3600 $/h: a dollar a second
+
+
 def test_appliance_usage_prints_the_same_as_a_table(world: tuple[Gateway, str]) -> None:
     gw, db = world
     rows, _ = wait_usage(gw, 8)
@@ -236,6 +294,23 @@ def test_retention_prunes_raw_rows_and_rollups_past_their_days(world: tuple[Gate
             break
         time.sleep(0.2)
     assert raw == [] and hours == [(1,)]
+
+
+def test_retention_prunes_history_and_stored_responses_past_their_days(world: tuple[Gateway, str]) -> None:
+    """History kept 2 days, stored Responses 4: the persister's first prune left the 1-day-old
+    history rows, and the 1- and 3-day-old responses."""
+    _, db = world
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with psycopg.connect(db) as conn:
+            chats = conn.execute("SELECT event_id FROM chat_history WHERE event_id LIKE 'history-%'").fetchall()
+            calls = conn.execute("SELECT event_id FROM tool_calls WHERE event_id LIKE 'history-%'").fetchall()
+            kept = conn.execute("SELECT id FROM api_responses WHERE id LIKE 'resp_history-%' ORDER BY id").fetchall()
+        if len(chats) == 1 and len(kept) == 2:
+            break
+        time.sleep(0.2)
+    assert chats == calls == [("history-1d",)]
+    assert kept == [("resp_history-1d",), ("resp_history-3d",)]
 
 
 async def test_a_redelivered_usage_event_counts_once_and_prune_keeps_what_is_recent(migrated_pg: str) -> None:
