@@ -132,6 +132,21 @@ class Gateway:
         return out
 
 
+# A cloud-kind backend on the fake LLM (`cloud-*`): what a strict OpenAI API is sent. Add it
+# to `catalog_for(..., extra=)` with `.format(port=...)`.
+CLOUD_BACKEND = """
+[[backends]]
+name = "cloud"
+kind = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+discover = false
+
+[[routes]]
+pattern = "cloud-*"
+backend = "cloud"
+"""
+
+
 def catalog_for(llm_port: int, dead_port: int | None = None, extra: str = "") -> str:
     """A catalog routing to the fake LLM, with an alias, a rename and (optionally) a dead backend."""
     text = f"""

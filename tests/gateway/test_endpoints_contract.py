@@ -14,19 +14,9 @@ import openai
 import pytest
 
 from tests import procs
-from tests.conftest import FakeLLM, Gateway, catalog_for, start_gateway
+from tests.conftest import CLOUD_BACKEND, FakeLLM, Gateway, catalog_for, start_gateway
 
-EXTRA = """
-[[backends]]
-name = "cloud"
-kind = "openai"
-base_url = "http://127.0.0.1:{port}/v1"
-discover = false
-
-[[routes]]
-pattern = "cloud-*"
-backend = "cloud"
-
+EXTRA = CLOUD_BACKEND + """
 [[models]]
 id = "guard"
 backend = "local-vllm"

@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from tests import procs
-from tests.conftest import FakeLLM, Gateway, catalog_for, start_gateway
+from tests.conftest import CLOUD_BACKEND, FakeLLM, Gateway, catalog_for, start_gateway
 
 MESSAGES: Any = [{"role": "user", "content": "weather in Oslo?"}]
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
@@ -41,17 +41,7 @@ discover = false
 [[routes]]
 pattern = "llama-*"
 backend = "llama"
-
-[[backends]]
-name = "cloud"
-kind = "openai"
-base_url = "http://127.0.0.1:{port}/v1"
-discover = false
-
-[[routes]]
-pattern = "cloud-*"
-backend = "cloud"
-
+""" + CLOUD_BACKEND + """
 [[models]]
 id = "raw"
 backend = "local-vllm"
