@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import ConfigError, Settings
-from appliance.domain.chat import ChatRequest, ChatService
+from appliance.domain.chat import ChatService
+from appliance.domain.chat_request import ChatRequest
 from appliance.domain.knowledge import check_workspace
 
 

@@ -10,7 +10,8 @@ import orjson
 
 from appliance.api.body import read_json
 from appliance.api.streaming import chat_request, overhead, plan_headers, stream_body, stream_head
-from appliance.domain.chat import ChatPlan, ChatService, passages_json, prompt_json
+from appliance.domain.chat import ChatService
+from appliance.domain.chat_request import ChatPlan, passages_json, prompt_json
 from appliance.openai.chat import validate_chat
 from appliance.openai.sse import DONE_EVENT, encode
 

@@ -25,7 +25,8 @@ from appliance.api.access import admit_chat
 from appliance.api.body import read_json
 from appliance.api.errors import failure_of
 from appliance.api.streaming import chat_request, overhead, plan_headers, stream_body, stream_head
-from appliance.domain.chat import ChatRequest, ChatService
+from appliance.domain.chat import ChatService
+from appliance.domain.chat_request import ChatRequest
 from appliance.domain.chat_stream import ChatStream
 from appliance.domain.legacy_text import LegacyText
 from appliance.openai.completions import (

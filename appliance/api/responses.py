@@ -23,7 +23,8 @@ from appliance.api.access import caller_of
 from appliance.api.body import read_json
 from appliance.api.errors import failure_of
 from appliance.api.streaming import chat_request, overhead, plan_headers, stream_body, stream_head
-from appliance.domain.chat import ChatPlan, ChatRequest, ChatService
+from appliance.domain.chat import ChatService
+from appliance.domain.chat_request import ChatPlan, ChatRequest
 from appliance.domain.ports import StoredResponse
 from appliance.domain.responses import ResponseArchive
 from appliance.openai.responses import ResponsesCall, chat_body, new_id, parse_responses

@@ -13,7 +13,7 @@ import falcon.asgi
 from appliance.api.access import admit_chat, caller_of
 from appliance.api.asgi_scope import RECEIVE_KEY
 from appliance.api.errors import dialect_for, failure_of, log_failure
-from appliance.domain.chat import ChatPlan, ChatRequest
+from appliance.domain.chat_request import ChatPlan, ChatRequest
 from appliance.domain.chat_stream import ChatStream
 from appliance.domain.errors import InvalidRequest
 

@@ -1,6 +1,7 @@
 """Chat completions: resolve the model, fit the request to its backend, add retrieved context,
 call the backend once or as a stream, hand the client its own model name back, and record
-what happened (once per request, however it ended)."""
+what happened (once per request, however it ended: `chat_record.py`). The request and plan
+types are in `chat_request.py`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from appliance.domain.attempts import Answered, Walk
+from appliance.domain.chat_record import ChatRecording
+from appliance.domain.chat_request import (
+    ChatPlan,
+    ChatReply,
+    ChatRequest,
+    passages_json,
+    prompt_json,
+)
 from appliance.domain.chat_stream import ChatStream, End
 from appliance.domain.chunk_shape import body_problem, chunk_problem
 from appliance.domain.errors import (
@@ -30,9 +38,8 @@ from appliance.domain.parsers.output_format import answer_problem, answer_text, 
 from appliance.domain.parsers.policy import Parsers
 from appliance.domain.parsers.stages import OUTPUT_FORMAT
 from appliance.domain.ports import ChatBackend, UpstreamStream
-from appliance.domain.prompts import Prompt
-from appliance.domain.rag import ContextProvider, Passage, inject
-from appliance.domain.records import ChatOutcome, NullRecorder, Recorder, Usage
+from appliance.domain.rag import ContextProvider, inject
+from appliance.domain.records import NullRecorder, Recorder
 from appliance.domain.routing import ModelRouter, Target
 from appliance.domain.semantic_router import Decision, SemanticRouter
 from appliance.domain.tally import Tally
@@ -63,63 +70,6 @@ class InputModeration(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class ChatRequest:
-    """A validated chat request; `body` is the client's JSON, passed through upstream."""
-
-    body: dict[str, Any]
-    model: str
-    stream: bool
-    correlation_id: str
-    workspace: str | None = None
-    rag_top_k: int | None = None
-    prompt: str | None = None        # x-prompt-version: the RAG prompt asked for
-    received_at: float = field(default_factory=time.perf_counter)
-    # Fields outside the OpenAI schema a dialect parsed (Anthropic's top_k, Ollama's options):
-    # sent only to a backend whose capabilities take them.
-    extensions: Mapping[str, Any] = field(default_factory=dict)
-    key: str | None = None           # the caller's API key name (for the outcome), never the key
-    text: LegacyText | None = None   # a legacy /v1/completions body: what a text backend gets (legacy_text.py)
-
-
-@dataclass(slots=True)
-class ChatPlan:
-    """How a request will be answered. Until the call, `target` is the model asked for and
-    `backend` its first backend; after it, the model and backend that answered."""
-
-    target: Target
-    payload: dict[str, Any]          # the request as every backend gets it (model and extensions fitted per try)
-    route: str = "direct"
-    sources: tuple[str, ...] = ()
-    passages: tuple[Passage, ...] = ()  # the numbered sources, as the prompt has them
-    prompt: Prompt | None = None        # the prompt the gateway wrote (RAG), None when it wrote none
-    warnings: list[str] = field(default_factory=list)
-    wants_usage: bool = False
-    chain: tuple[Target, ...] = ()   # target, then its fallbacks
-    backend: str = ""
-    fallback_from: str | None = None  # the model asked for, when a fallback answered
-    routing: dict[str, Any] = field(default_factory=dict)  # a router's decision: router, selected, reason
-    upstream_began: float | None = None  # clock time the answering backend's call began
-    schema_warning: str | None = None    # a strict json_schema answer still invalid after its retries
-    text_answer: bool = False            # a text backend answered a legacy completions request (text_completion shape)
-
-
-@dataclass(slots=True)
-class ChatReply:
-    body: dict[str, Any]
-    upstream_ms: float
-
-
-def passages_json(passages: tuple[Passage, ...]) -> list[dict[str, Any]]:
-    """The numbered sources as clients see them (`[n]` in the answer is `number`)."""
-    return [{"number": p.number, "document_id": p.document_id, "chunk_index": p.chunk_index,
-             "content": p.content, "scores": dict(p.scores)} for p in passages]
-
-
-def prompt_json(prompt: Prompt | None) -> dict[str, Any] | None:
-    return None if prompt is None else {"name": prompt.name, "version": prompt.version}
-
-
 class ChatService:
     """Orchestrates one chat completion; see the module docstring.
 
@@ -147,6 +97,7 @@ class ChatService:
         moderation: InputModeration | None = None,
     ) -> None:
         self._tracer = tracer
+        self._recording = ChatRecording(backends, recorder or NullRecorder(), tracer, clock)
         self._moderation = moderation
         self._router = router
         self._parsers = parsers
@@ -156,7 +107,6 @@ class ChatService:
         self._status_of = status_of
         self.upstreams = upstreams or Upstreams(backends)
         self._walk = Walk(backends, self.upstreams, dumps=codec.dumps, bytes_per_token=bytes_per_token, clock=clock)
-        self._recorder: Recorder = recorder or NullRecorder()
         self._context = context
         self._top_k = default_top_k
         self._routers = dict(routers or {})
@@ -284,7 +234,7 @@ class ChatService:
             status, error = self._failed(exc)
             raise
         finally:
-            self._record(req, plan, tally, started, status, error, streaming=False)
+            self._recording.record(req, plan, tally, started, status, error, streaming=False)
 
     async def open_stream(self, req: ChatRequest, plan: ChatPlan) -> ChatStream[bytes]:
         """Open the upstream stream for an OpenAI client: each event's payload, passed through
@@ -326,7 +276,7 @@ class ChatService:
         try:
             upstream, answered = await self._walk.run(plan.chain, plan.payload, req.extensions, call)
         except BaseException as exc:
-            self._record(req, plan, Tally(), started, *self._failed(exc), streaming=True)
+            self._recording.record(req, plan, Tally(), started, *self._failed(exc), streaming=True)
             raise
         self._answered(plan, answered, req.text)
         return upstream, started
@@ -355,7 +305,7 @@ class ChatService:
                 await upstream.aclose()
             finally:
                 self.upstreams.done(plan.backend)
-                self._record(req, plan, tally, started, status, error, streaming=True)
+                self._recording.record(req, plan, tally, started, status, error, streaming=True)
         return end
 
     async def _passthrough(self, req: ChatRequest, plan: ChatPlan, upstream: UpstreamStream,
@@ -497,98 +447,6 @@ class ChatService:
         log.debug("skipped an unreadable upstream stream event", extra={"backend": plan.backend,
                                                                         "problem": problem})
         return None
-
-    @staticmethod
-    def _routing(plan: ChatPlan) -> dict[str, Any]:
-        if not plan.routing and plan.fallback_from is None:
-            return {}
-        out = dict(plan.routing)
-        if plan.fallback_from is not None:
-            out["fallback"] = {"from": plan.fallback_from, "to": plan.target.model_id}
-        return out
-
-    def _trace_upstream(self, req: ChatRequest, plan: ChatPlan, tally: Tally, status: int, error: str | None,
-                        now: float, started: float) -> None:
-        """The upstream call's span, made when its outcome is known (as a child of the request's
-        span, with the times it had): from the answering backend's call, or from the first try
-        when none answered, to the end of the answer."""
-        wall = time.time()
-        began = plan.upstream_began if plan.upstream_began is not None else started
-        backend = self._backends.get(plan.backend)
-        usage = tally.usage
-        first = tally.first_token_at
-        span = self._tracer.start(f"chat {req.model}", {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": backend.capabilities.provider if backend is not None else None,
-            "gen_ai.request.model": req.model,
-            "gen_ai.response.model": plan.target.upstream_model,
-            "gen_ai.usage.input_tokens": usage.prompt_tokens,
-            "gen_ai.usage.output_tokens": usage.completion_tokens,
-            "gen_ai.response.finish_reasons": tally.finish_reason,
-            "appliance.backend": plan.backend, "appliance.route": plan.route,
-            "appliance.streaming": req.stream, "appliance.status": status,
-            "appliance.ttft_ms": round((first - req.received_at) * 1000, 3) if first else None,
-            "gen_ai.server.time_to_first_token": round(first - began, 6) if first else None,
-        }, start_time=wall - (now - began), client=True)
-        if error is not None:
-            span.fail(error, str(status))
-        span.end(wall)
-
-    def _gpu_seconds(self, plan: ChatPlan, now: float) -> float:
-        """The answering backend's time on this request, when it is a local server."""
-        backend = self._backends.get(plan.backend)
-        if plan.upstream_began is None or backend is None or not backend.capabilities.local:
-            return 0.0
-        return round(max(now - plan.upstream_began, 0.0), 6)
-
-    def _cost(self, plan: ChatPlan, usage: Usage, gpu_seconds: float) -> float:
-        """What a chat cost: the catalog's token prices for a priced model, else the answering
-        backend's GPU-seconds at its `gpu_hour_usd` (0 without one). Budgets, usage rows and
-        the cost metrics all read this one number."""
-        entry = plan.target.entry
-        cost = entry.cost(usage.prompt_tokens, usage.completion_tokens) if entry else 0.0
-        if cost or not gpu_seconds:
-            return cost
-        backend = self._backends.get(plan.backend)
-        price = backend.capabilities.gpu_hour_usd if backend is not None else 0.0
-        return gpu_seconds * price / 3600 if price else 0.0
-
-    def _record(self, req: ChatRequest, plan: ChatPlan, tally: Tally, started: float, status: int,
-                error: str | None, *, streaming: bool) -> None:
-        now = self._clock()
-        usage = tally.usage
-        try:
-            gpu_seconds = self._gpu_seconds(plan, now)
-            self._recorder.chat(ChatOutcome(
-                correlation_id=req.correlation_id,
-                model=req.model,
-                upstream_model=plan.target.upstream_model,
-                backend=plan.backend,
-                route=plan.route,
-                streaming=streaming,
-                messages=plan.payload.get("messages") or (),
-                response_text=tally.text,
-                finish_reason=tally.finish_reason,
-                usage=usage,
-                tool_calls=tally.tool_calls,
-                latency_ms=(now - req.received_at) * 1000,
-                ttft_ms=(tally.first_token_at - req.received_at) * 1000 if tally.first_token_at else None,
-                cost_usd=self._cost(plan, usage, gpu_seconds),
-                status=status,
-                error=error,
-                workspace=req.workspace,
-                sources=plan.sources,
-                started_at=time.time() - (now - req.received_at),
-                malformed_events=tally.skipped,
-                routing=self._routing(plan),
-                gpu_seconds=gpu_seconds,
-                key=req.key,
-                prompt=prompt_json(plan.prompt),
-            ))
-            if self._tracer.enabled:
-                self._trace_upstream(req, plan, tally, status, error, now, started)
-        except Exception:  # recording must never break a response
-            log.exception("recording the chat outcome failed")
 
 
 def _screened(req: ChatRequest) -> list[list[Mapping[str, Any]]]:

@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from appliance.domain.chat import ChatRequest, ChatService
+from appliance.domain.chat import ChatService
+from appliance.domain.chat_request import ChatRequest
 from appliance.domain.models import ModelDirectory
 from appliance.domain.parsers.policy import Parsers
 from appliance.domain.parsers.stages import default_stages

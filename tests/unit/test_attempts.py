@@ -9,7 +9,8 @@ import pytest
 
 from appliance.api.errors import status_of
 from appliance.domain.breaker import State
-from appliance.domain.chat import ChatRequest, ChatService
+from appliance.domain.chat import ChatService
+from appliance.domain.chat_request import ChatRequest
 from appliance.domain.errors import (
     BackendRejected,
     BackendsResting,

@@ -11,7 +11,8 @@ import pytest
 from appliance.api.errors import status_of
 from appliance.backends.capabilities import capabilities_of
 from appliance.config import BackendConfig, CapabilitiesConfig
-from appliance.domain.chat import ChatRequest, ChatService
+from appliance.domain.chat import ChatService
+from appliance.domain.chat_request import ChatRequest
 from appliance.domain.errors import BackendTimeout
 from appliance.domain.models import ModelDirectory
 from appliance.domain.ports import Capabilities

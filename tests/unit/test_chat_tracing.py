@@ -11,7 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from appliance.api.errors import status_of
-from appliance.domain.chat import ChatRequest, ChatService
+from appliance.domain.chat import ChatService
+from appliance.domain.chat_request import ChatRequest
 from appliance.domain.errors import BackendTimeout
 from appliance.domain.models import ModelDirectory
 from appliance.domain.ports import Capabilities

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from appliance.domain.chat import ChatRequest
+from appliance.domain.chat_request import ChatRequest
 from appliance.domain.errors import InvalidRequest
 from appliance.domain.legacy_text import LegacyText
 from appliance.domain.ports import Capabilities, UpstreamReply

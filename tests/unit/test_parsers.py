@@ -204,7 +204,8 @@ def test_strict_schema_check_and_retry_prompt() -> None:
 
 async def test_a_failed_schema_retry_returns_the_first_answer_with_the_warning() -> None:
     from appliance.api.errors import status_of
-    from appliance.domain.chat import ChatRequest, ChatService
+    from appliance.domain.chat import ChatService
+    from appliance.domain.chat_request import ChatRequest
     from appliance.domain.errors import BackendUnavailable
     from appliance.domain.models import ModelDirectory
     from appliance.domain.parsers.policy import Parsers
