@@ -1,4 +1,5 @@
-"""Settings (environment, env file) and the TOML catalog of backends, routes and models.
+"""Settings (environment, env file), with the TOML catalog of backends, routes and models
+(`appliance.catalog`) read into them.
 
 Everything is validated at start; a wrong value raises `ConfigError` whose message is one
 line naming the field, e.g. ``config error: routes[1].backend: unknown backend 'gpu'``.
@@ -6,16 +7,16 @@ line naming the field, e.g. ``config error: routes[1].backend: unknown backend '
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-BackendKind = Literal["vllm", "llamacpp", "lmstudio", "ollama", "openai"]
+from appliance.catalog import Catalog, Strict
+
 DEFAULT_STATE_DIR = Path.home() / ".local" / "state" / "appliance"
 
 
@@ -23,197 +24,7 @@ class ConfigError(Exception):
     """A configuration value is wrong; the message is one line that names the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CapabilitiesConfig(_Strict):
-    """Overrides of what a backend's kind implies (appliance/backends/capabilities.py)."""
-
-    extension_fields: tuple[str, ...] | None = None
-    fetches_image_urls: bool | None = None
-    completions: bool | None = None
-    tokenize: bool | None = None
-    # how the backend is told to think or not (appliance/domain/thinking.py)
-    thinking: Literal["chat_template_kwargs", "reasoning_effort", "reasoning_effort_on", "none"] | None = None
-
-
-class BackendConfig(_Strict):
-    name: Annotated[str, Field(min_length=1)]
-    kind: BackendKind
-    base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+")]
-    api_key_env: str | None = None
-    api_key_credential: str | None = None
-    timeout_s: Annotated[float | None, Field(gt=0)] = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    discover: bool = True
-    capabilities: CapabilitiesConfig = CapabilitiesConfig()
-    gpu_hour_usd: Annotated[float | None, Field(ge=0)] = None   # an hour of its time: unpriced models' cost (budgets, usage)
-
-    @field_validator("base_url")
-    @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
-
-
-class RouteConfig(_Strict):
-    pattern: Annotated[str, Field(min_length=1)]
-    backend: str
-
-
-class ModelConfig(_Strict):
-    id: Annotated[str, Field(min_length=1)]
-    backend: str | tuple[str, ...]          # one backend, or replicas balanced by outstanding requests
-    upstream_id: str | None = None
-    owned_by: str | None = None
-    context_length: Annotated[int | None, Field(gt=0)] = None
-    description: str = ""                   # the model card a router compares prompts with
-    examples: tuple[str, ...] = ()          # a few prompts this model is for (the card's examples)
-    tags: tuple[str, ...] = ()
-    price_input_per_mtok: Annotated[float, Field(ge=0)] = 0.0
-    price_output_per_mtok: Annotated[float, Field(ge=0)] = 0.0
-    fallbacks: tuple[str, ...] = ()         # catalog models tried in order when this one fails before the first byte
-    # the output parser chain's stages for this model (docs/parsers.md); unset: all four for a
-    # local backend kind, none for a cloud API; [] turns the chain off
-    parsers: tuple[Literal["tool_calls", "reasoning", "vision", "output_format"], ...] | None = None
-    moderate: Literal["input"] | None = None  # screen every request's input with [moderations] model first
-
-    @field_validator("backend")
-    @classmethod
-    def _some_backend(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
-        if isinstance(value, tuple) and not value:
-            raise ValueError("at least one backend")
-        return value
-
-    @property
-    def backends(self) -> tuple[str, ...]:
-        return (self.backend,) if isinstance(self.backend, str) else self.backend
-
-
-class RouterWeights(_Strict):
-    quality: Annotated[float, Field(ge=0)] = 1.0
-    latency: Annotated[float, Field(ge=0)] = 0.0
-    cost: Annotated[float, Field(ge=0)] = 0.0
-
-
-class RouterConfig(_Strict):
-    """A virtual model: the prompt picks one of `candidates` by their model cards."""
-
-    id: Annotated[str, Field(min_length=1)]
-    candidates: Annotated[tuple[str, ...], Field(min_length=1)]
-    default: str                            # the fail-open choice
-    weights: RouterWeights | None = None
-    max_cost_per_mtok: Annotated[float | None, Field(ge=0)] = None
-    budget_ms: Annotated[float, Field(gt=0)] = 50.0   # past this the default is used
-    # how far another card must beat the default's similarity (the default is the everyday model);
-    # 0.045 chosen on the labelled set's dev half for "nearest" (docs/routing.md)
-    margin: Annotated[float, Field(ge=0, le=1)] = 0.045
-    # "nearest": per encoder, a card's two texts most like the prompt (USE) or its centroid
-    # (e5 tokens); "centroid": the card's centroid over the whole vector
-    scoring: Literal["nearest", "centroid"] = "nearest"
-    moderate: Literal["input"] | None = None  # screen every request's input with [moderations] model first
-
-
-class ModerationsConfig(_Strict):
-    """`[moderations]`: the guard model behind /v1/moderations and `moderate = "input"` (docs/responses.md)."""
-
-    model: Annotated[str, Field(min_length=1)]   # a catalog model id
-    format: Literal["llama-guard-3", "shieldgemma"] = "llama-guard-3"
-    max_inputs: Annotated[int, Field(ge=1, le=1024)] = 32   # inputs one /v1/moderations request may carry
-
-
-class ApiKeyConfig(_Strict):
-    """A static key (the store's keys: `appliance keys`, docs/access.md); the same limits apply."""
-
-    name: Annotated[str, Field(min_length=1, max_length=64)]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    models: tuple[str, ...] = ()            # glob patterns; empty: any model
-    workspaces: tuple[str, ...] = ()        # empty: any workspace
-    rpm: Annotated[int | None, Field(gt=0)] = None
-    tpm: Annotated[int | None, Field(gt=0)] = None
-    budget_usd: Annotated[float | None, Field(gt=0)] = None
-    period: Literal["day", "month"] = "month"
-    admin: bool = False
-
-    @field_validator("sha256")
-    @classmethod
-    def _not_weak(cls, value: str) -> str:
-        from appliance.domain.keys import WEAK_DIGESTS
-
-        if value in WEAK_DIGESTS:
-            raise ValueError("the hash of a well-known example key (sk-1234, changeme, ...): make one with "
-                             "`appliance keys create NAME`")
-        return value
-
-
-class Catalog(_Strict):
-    """The TOML catalog: `[[backends]]`, `[[routes]]`, `[[models]]`, `[[api_keys]]`."""
-
-    backends: tuple[BackendConfig, ...] = ()
-    routes: tuple[RouteConfig, ...] = ()
-    models: tuple[ModelConfig, ...] = ()
-    routers: tuple[RouterConfig, ...] = ()
-    api_keys: tuple[ApiKeyConfig, ...] = ()
-    moderations: ModerationsConfig | None = None
-
-    @model_validator(mode="after")
-    def _references(self) -> Catalog:
-        names = [b.name for b in self.backends]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise _FieldError(f"backends[{i}].name", f"duplicate backend {name!r}")
-        for i, route in enumerate(self.routes):
-            if route.backend not in names:
-                raise _FieldError(f"routes[{i}].backend", f"unknown backend {route.backend!r}")
-        seen: set[str] = set()
-        for i, model in enumerate(self.models):
-            for backend in model.backends:
-                if backend not in names:
-                    raise _FieldError(f"models[{i}].backend", f"unknown backend {backend!r}")
-            if model.id in seen:
-                raise _FieldError(f"models[{i}].id", f"duplicate model {model.id!r}")
-            seen.add(model.id)
-        for i, model in enumerate(self.models):
-            for fallback in model.fallbacks:
-                if fallback not in seen or fallback == model.id:
-                    raise _FieldError(f"models[{i}].fallbacks", f"not another catalog model: {fallback!r}")
-        for i, router in enumerate(self.routers):
-            if router.id in seen:
-                raise _FieldError(f"routers[{i}].id", f"{router.id!r} is a model id too")
-            for candidate in router.candidates:
-                if candidate not in seen:
-                    raise _FieldError(f"routers[{i}].candidates", f"unknown model {candidate!r}")
-            if router.default not in router.candidates:
-                raise _FieldError(f"routers[{i}].default", f"{router.default!r} is not one of the candidates")
-            seen.add(router.id)
-        self._check_moderation()
-        return self
-
-    def _check_moderation(self) -> None:
-        guard = self.moderations.model if self.moderations is not None else None
-        if guard is not None and guard not in {m.id for m in self.models}:
-            raise _FieldError("moderations.model", f"not a catalog model: {guard!r}")
-        items: list[tuple[str, str, str | None]] = [(f"models[{i}]", m.id, m.moderate) for i, m in enumerate(self.models)]
-        items += [(f"routers[{i}]", r.id, r.moderate) for i, r in enumerate(self.routers)]
-        for loc, name, moderate in items:
-            if moderate is not None and guard is None:
-                raise _FieldError(f"{loc}.moderate", "needs a guard model: set [moderations] model")
-            if moderate is not None and name == guard:
-                raise _FieldError(f"{loc}.moderate", "the guard model cannot screen itself")
-
-    def backend(self, name: str) -> BackendConfig:
-        return next(b for b in self.backends if b.name == name)
-
-    def route_for(self, model: str) -> RouteConfig | None:
-        return next((r for r in self.routes if fnmatch.fnmatchcase(model, r.pattern)), None)
-
-
-class _FieldError(ValueError):
-    def __init__(self, loc: str, msg: str) -> None:
-        super().__init__(f"{loc}: {msg}")
-
-
-class KnowledgeSettings(_Strict):
+class KnowledgeSettings(Strict):
     """Retrieval: embedding model, chunking, search."""
 
     embed_model_path: Path | None = None
@@ -268,7 +79,7 @@ class KnowledgeSettings(_Strict):
         return self
 
 
-class RoutingSettings(_Strict):
+class RoutingSettings(Strict):
     """Backends' breakers and the loaded-model poll."""
 
     breaker_failures: Annotated[int, Field(ge=1)] = 3          # consecutive failures that open a backend's breaker
@@ -278,7 +89,7 @@ class RoutingSettings(_Strict):
     bytes_per_token: Annotated[float, Field(gt=0)] = 2.5       # prompt bytes per token when a backend cannot count (an overestimate)
 
 
-class EventSettings(_Strict):
+class EventSettings(Strict):
     """Event pipeline: the spool workers write, the relay that publishes it, the persister."""
 
     enabled: bool = True
@@ -297,7 +108,7 @@ class EventSettings(_Strict):
     persister_listen: str = "127.0.0.1:9102"
 
 
-class ParserSettings(_Strict):
+class ParserSettings(Strict):
     """The output parser chain (docs/parsers.md): its bounds, and the image fetcher's."""
 
     max_buffer_chars: Annotated[int, Field(ge=1024)] = 262_144  # text held back while a tool call may be written
@@ -325,7 +136,7 @@ class ParserSettings(_Strict):
         return value
 
 
-class UsageSettings(_Strict):
+class UsageSettings(Strict):
     """Usage accounting (docs/usage.md): raw rows per request and hourly rollups, each kept
     this long, pruned by the persister every `prune_interval_s`."""
 
@@ -334,7 +145,7 @@ class UsageSettings(_Strict):
     prune_interval_s: Annotated[float, Field(gt=0)] = 3600.0
 
 
-class HistorySettings(_Strict):
+class HistorySettings(Strict):
     """How long the event tables (chat history and pairs, tool calls, lineage, retrievals,
     embedding calls, dead letters) and stored Responses are kept; 0 keeps them. Pruned by the
     persister with the usage tables, every `usage.prune_interval_s`."""
@@ -343,7 +154,7 @@ class HistorySettings(_Strict):
     responses_retention_days: Annotated[int, Field(ge=0)] = 30
 
 
-class AccessSettings(_Strict):
+class AccessSettings(Strict):
     """Keys in PostgreSQL and the limits every worker shares (docs/access.md)."""
 
     sync_s: Annotated[float, Field(gt=0, le=10)] = 0.25        # counts sent to and read from the store this often
@@ -353,7 +164,7 @@ class AccessSettings(_Strict):
     usage_retention_s: Annotated[int, Field(ge=120)] = 600     # per-minute counters kept in the store this long
 
 
-class ResponsesSettings(_Strict):
+class ResponsesSettings(Strict):
     """Stored Responses (`/v1/responses`, table api_responses) on the database."""
 
     db_pool_max: Annotated[int, Field(ge=1, le=200)] = 4
@@ -363,7 +174,7 @@ class ResponsesSettings(_Strict):
     synchronous_commit: bool = False
 
 
-class InferenceSettings(_Strict):
+class InferenceSettings(Strict):
     """gRPC inference service and its client."""
 
     listen: str = "0.0.0.0:50051"

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from appliance.access.audit import AuditWriter
 from appliance.access.store import PgAccessStore
 from appliance.access.sync import AccessSync
-from appliance.config import ApiKeyConfig, ConfigError, Settings
+from appliance.catalog import ApiKeyConfig
+from appliance.config import ConfigError, Settings
 from appliance.domain.access import AccessControl, KeyDirectory
 from appliance.domain.keys import KeyRecord
 from appliance.domain.limits import Limiter

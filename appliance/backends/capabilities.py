@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from appliance.config import BackendConfig
+from appliance.catalog import BackendConfig
 from appliance.domain.ports import Capabilities
 
 _LOCAL_SAMPLING: Final = frozenset({"top_k", "min_p", "repeat_penalty"})

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from appliance.config import Catalog, Settings
+from appliance.catalog import Catalog
+from appliance.config import Settings
 from appliance.embedded.ports import free_port
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from appliance.config import BackendConfig, Catalog, Settings
+from appliance.catalog import BackendConfig, Catalog
+from appliance.config import Settings
 from appliance.embedded import local_llm
 from appliance.embedded.local_llm import (
     MODEL_ID,

@@ -171,7 +171,7 @@ async def test_wrong_blocks_fail_prepare_and_the_router_then_defaults() -> None:
 def test_the_catalog_chooses_the_scoring_and_refuses_an_unknown_one() -> None:
     from pydantic import ValidationError
 
-    from appliance.config import RouterConfig
+    from appliance.catalog import RouterConfig
 
     default = RouterConfig(id="auto", candidates=("a", "b"), default="a")
     assert (default.scoring, default.margin) == ("nearest", 0.045)

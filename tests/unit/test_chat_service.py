@@ -10,7 +10,7 @@ import pytest
 
 from appliance.api.errors import status_of
 from appliance.backends.capabilities import capabilities_of
-from appliance.config import BackendConfig, CapabilitiesConfig
+from appliance.catalog import BackendConfig, CapabilitiesConfig
 from appliance.domain.chat import ChatService
 from appliance.domain.chat_request import ChatRequest
 from appliance.domain.errors import BackendTimeout

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from appliance.config import Catalog
+from appliance.catalog import Catalog
 from appliance.domain.attempts import Walk
 from appliance.domain.errors import ContentFiltered, DependencyUnavailable
 from appliance.domain.guard_prompts import (

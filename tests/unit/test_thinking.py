@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from appliance.backends.capabilities import capabilities_of
-from appliance.config import BackendConfig
+from appliance.catalog import BackendConfig
 from appliance.domain.thinking import thinking_fields
 from appliance.wire.errors import WireError
 from appliance.wire.thinking import anthropic_thinking, ollama_think
