@@ -3,8 +3,10 @@
 A clear sequence of steps, each started in order and stopped in reverse on exit (Ctrl-C):
 embedded PostgreSQL + pgvector (migrated), embedded NATS JetStream and the persister, the
 optional local LLM (launched first, so its model loads meanwhile; waited for here), then the
-gateway in the foreground. Once /readyz answers, it prints the API base, the web UI and one
-request to paste into a shell.
+gateway in the foreground. The host's inference service (the embedding models) is launched
+first too, beside the local LLM: its models load while PostgreSQL is initialised, instead of
+after it while the gateway's worker waits for them (docs/benchmarks.md, issue 18). Once
+/readyz answers, it prints the API base, the web UI and one request to paste into a shell.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shlex
 import subprocess
 import threading
@@ -27,6 +30,7 @@ from appliance.embedded.local_llm import MODEL_ID, LocalLLMStart, begin_local_ll
 from appliance.embedded.nats import EmbeddedNats
 from appliance.embedded.ports import port_free
 from appliance.embedded.postgres import database_url
+from appliance.inference import host_service
 from appliance.inference.model_files import embedding_dim
 from appliance.server import serve, worker_env
 
@@ -89,6 +93,30 @@ def start_persister(settings: Settings, stack: contextlib.ExitStack) -> None:
     stack.callback(stop)
     _say(f"persister   events -> postgresql, log in {settings.state_dir / 'persister.log'}")
 
+
+
+def start_inference(settings: Settings, stack: contextlib.ExitStack) -> Settings:
+    """The host's inference service before PostgreSQL, so its models load during initdb.
+
+    The same child `serve` would start (`host_service.for_settings`), with the environment
+    `serve` gives it; `serve` then finds `inference_url` set and starts none of its own, and
+    the stack stops it after the gateway's workers, as `serve` would. Returns the settings
+    unchanged when the workers use their own models or a remote service."""
+    supervisor = host_service.for_settings(settings)
+    if supervisor is None:
+        return settings
+    os.environ.pop("APPLIANCE_CONFIG", None)   # the child reads the validated catalog, as in serve
+    os.environ.update(worker_env(settings))
+    supervisor.start()
+    stack.callback(supervisor.stop)
+    # How the workers learn it (they inherit this environment), as for a service named by the user.
+    os.environ["APPLIANCE_INFERENCE_URL"] = supervisor.url
+    # Nor do they wait for it at start (`host_service_wait_s`): a chat needs no embedding, and on
+    # a first run its imports and models can take longer than PostgreSQL and the worker together;
+    # an embedding asked before it answers is served in process (inference/wiring.py).
+    os.environ.setdefault("APPLIANCE_INFERENCE__HOST_SERVICE_WAIT_S", "0")
+    _say(f"inference   embedding models loading in a child, at {supervisor.url}")
+    return settings.model_copy(update={"inference_url": supervisor.url})
 
 
 def launch_llm(settings: Settings, stack: contextlib.ExitStack) -> LocalLLMStart:
@@ -169,6 +197,7 @@ def run(settings: Settings) -> int:
     _say(f"state       {Path(settings.state_dir).resolve()}")
     with contextlib.ExitStack() as stack:
         llm = launch_llm(settings, stack)
+        settings = start_inference(settings, stack)
         settings = start_postgres(settings, stack)
         apply_migrations(settings)
         if settings.events.enabled:

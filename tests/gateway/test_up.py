@@ -33,7 +33,13 @@ def test_up_starts_postgres_and_the_gateway_and_ctrl_c_stops_both(tmp_path: Path
             pid_file = tmp_path / "state" / "postgres" / "postmaster.pid"
             assert pid_file.exists()
             assert ready["dependencies"]["postgres"]["ok"] is True
-            # Models once per host: `serve` runs the inference service, its worker holds none.
+            # Models once per host: `up` runs the inference service, its worker holds none. The
+            # worker serves without waiting for it, so it may still be loading its models.
+            wait = time.monotonic() + 60
+            while ready["dependencies"]["inference"].get("grpc") != "SERVING" and time.monotonic() < wait:
+                time.sleep(0.2)
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:
+                    ready = json.loads(resp.read())
             inference = ready["dependencies"]["inference"]
             assert inference["service"] == "host" and inference["grpc"] == "SERVING"
             assert inference["local_loaded"] is False
@@ -59,6 +65,10 @@ def test_up_starts_postgres_and_the_gateway_and_ctrl_c_stops_both(tmp_path: Path
     text = log.read_text()
     said = [line for line in text.splitlines() if line.startswith("appliance up:")]
     assert any("postgresql  embedded" in line for line in said)
+    # The inference service is launched before PostgreSQL, so its models load during initdb
+    # (and `serve` reuses it: the readyz above said service "host", SERVING).
+    starts = [line.split()[2] for line in said]
+    assert starts.index("inference") < starts.index("postgresql")
     assert any("nats        embedded JetStream" in line for line in said)
     assert any(line.startswith("appliance up: persister") for line in said)
     assert any(f"gateway     http://127.0.0.1:{port}/v1" in line for line in said)

@@ -29,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m"
+# Log events of `up`'s children, printed with their times beside the `appliance up:` lines:
+# where the start's seconds go (the ONNX models, the worker's imports, the model's load).
+STEPS = ("embedded postgresql ready", "local LLM ready", "inference service ready", "gateway ready")
 
 
 def _free_port() -> int:
@@ -94,6 +97,9 @@ def main() -> int:
     llm = next((text for _, text in said if "local LLM" in text), "appliance up: (no local LLM line)")
     for t, text in said:
         print(f"{t:6.1f} s  {text}")
+    for step in STEPS:
+        seen = next((t for t, text in lines if f'"msg":"{step}"' in text), None)
+        print(f"{seen:6.1f} s  (log) {step}" if seen is not None else f"     -    (log) {step}: not seen")
     print(llm)
     print("| step | seconds |")
     print("|---|---|")
