@@ -149,7 +149,10 @@ class FallbackPromptEncoder:
 
     Give it a `Fallback` with a breaker of its own: a service without the encoder's
     packages (FAILED_PRECONDITION) must not send the embeddings in process too.
-    `deadline_s` bounds the remote call by the router's budget instead of the client's."""
+    `deadline_s` bounds a decision's remote call (one prompt) by the router's budget instead
+    of the client's; embedding the cards at start (many texts, once, on a service that may
+    still be loading the encoder) keeps the client's deadline: under the budget's few
+    milliseconds it timed out and every worker loaded an encoder of its own."""
 
     def __init__(self, fallback: Fallback, local: PromptEncoderLike, *, deadline_s: float | None = None) -> None:
         self.fallback = fallback
@@ -162,7 +165,8 @@ class FallbackPromptEncoder:
             return []
 
         async def remote() -> list[list[float]]:
-            vectors = await self.fallback.remote.encode_prompts(texts, deadline_s=self.deadline_s)
+            deadline = self.deadline_s if len(texts) == 1 else None
+            vectors = await self.fallback.remote.encode_prompts(texts, deadline_s=deadline)
             return vectors.tolist()  # type: ignore[no-any-return]
 
         return await self.fallback.call("encode_prompts", remote, lambda: self.local.encode(texts))

@@ -170,3 +170,51 @@ async def test_encode_prompts_without_the_encoders_packages_is_failed_preconditi
         await client.close()
         await server.stop(0)
         servicer.executor.close()
+
+
+async def test_the_cards_wait_for_a_loading_encoder_and_a_decision_keeps_its_budget() -> None:
+    # Embedding the cards at start is not a decision: under the router's few milliseconds a
+    # service still loading the encoder timed out, and every worker loaded one of its own.
+    import time as clock
+
+    from appliance.domain.breaker import Breaker
+    from appliance.inference.executor import BoundedExecutor
+    from appliance.inference.fallback import Fallback, FallbackPromptEncoder
+    from appliance.inference.grpc_service import Limits, PromptServicer
+    from appliance.inference.lazy import LazyPromptEncoder
+
+    class Vectors:
+        model_id, dimensions = "fake", 2
+
+        def embed(self, texts: Any) -> np.ndarray:
+            if texts == ["slow"]:
+                clock.sleep(0.3)
+            return np.array([[1.0, 0.0] for _ in texts], dtype=np.float32)
+
+    def slow_load() -> Any:
+        clock.sleep(0.5)
+        return Vectors()
+
+    class Local:
+        model_id = "fake"
+
+        async def encode(self, texts: Any) -> list[list[float]]:
+            return [[0.0, 1.0] for _ in texts]
+
+    server = grpc.aio.server()
+    servicer = PromptServicer(Limits(InferenceSettings()), BoundedExecutor(1, 4), load=slow_load)
+    pb_grpc.add_PromptEncoderServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = GrpcInference(f"127.0.0.1:{port}", deadline_s=10, max_message_bytes=1 << 20)
+    local = LazyPromptEncoder(Local, "fake")
+    encoder = FallbackPromptEncoder(Fallback(client, Breaker(30, name="prompts")), local, deadline_s=0.05)
+    try:
+        assert await encoder.encode(["card a", "card b", "card c"]) == [[1.0, 0.0]] * 3  # waited for the load
+        assert not local.loaded
+        assert await encoder.encode(["prompt"]) == [[1.0, 0.0]]   # loaded: within the budget
+        assert await encoder.encode(["slow"]) == [[0.0, 1.0]]     # over it: served in process
+    finally:
+        await client.close()
+        await server.stop(0)
+        servicer.executor.close()
