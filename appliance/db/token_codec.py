@@ -5,16 +5,16 @@ Format 2 (`chunk_token_vectors.format` = 2), little-endian:
 
     u16 dims D | u16 rows K | D x f16 centre | K x f16 scale | K x ceil(D/8) bytes of sign bits
 
-- **Rows.** Token vectors that point the same way are merged first (leader clustering: a
-  token whose cosine to an earlier kept row is at least `MERGE_COSINE` joins it, and the row
-  becomes the normalised mean of its members): MaxSim takes the best match per query token,
-  so a near-copy adds nothing. If more rows remain than fit in `MAX_BYTES`, the most
-  redundant ones (highest cosine to another row) are merged into their nearest until they fit.
-- **Vectors.** The chunk's mean row is kept as the centre; each row is stored as its residual
-  from the centre, one sign bit per dimension, with one f16 scale (the residual's mean
-  absolute value). Contextual token vectors of one chunk share a large common component, so
-  the bits go to what tells the tokens apart. A row is read back as centre + scale * sign,
-  renormalised.
+- **Rows.** One row per token while they fit; past `max_rows` (148 at 384 dims) the closest
+  pair of rows is merged into their normalised mean, one pair at a time, until they fit: MaxSim
+  takes each query token's best match, so the most redundant rows are the ones to lose. (Merging
+  near-duplicates up front, at cosine 0.9, saved space the cap does not need and cost 0.003 MRR.)
+- **Vectors.** Written since 2026-12-01 with a zero centre: a row is one sign bit per dimension
+  (its scale, the row's mean absolute value, is kept but cancels when the row is renormalised).
+  Rows written before that hold the chunk's mean row as the centre and each row's residual
+  from it (centre + scale * sign); the reader is the same for both, so they stay as they are.
+  Plain signs ranked as well as residuals around the centre on the man-page benchmark, and
+  as int8 rows within one query of 150 (docs/knowledge.md, MRR@10 of hybrid + rerank).
 
 Format 1 is the int8 rows of `rag/late_interaction.pack` before migration 0004, which adds
 the `format` column; `convert` (run by `migrate` after the SQL files) rewrites them as format 2.
@@ -31,7 +31,7 @@ import psycopg
 FORMAT_INT8: Final = 1
 FORMAT_BITS: Final = 2
 MAX_BYTES: Final = 8192
-MERGE_COSINE: Final = 0.9
+MERGE_COSINE: Final[float | None] = None  # near-duplicates are merged only past the cap
 log = logging.getLogger(__name__)
 _HEADER = np.dtype([("dims", "<u2"), ("rows", "<u2")])
 
@@ -45,51 +45,62 @@ def max_rows(dims: int, budget: int = MAX_BYTES) -> int:
     return max(1, (budget - 4 - 2 * dims) // (2 + (dims + 7) // 8))
 
 
-def merge(vectors: np.ndarray, cosine: float = MERGE_COSINE, limit: int | None = None) -> np.ndarray:
-    """Rows of `vectors` (L2-normalised) with near-duplicates merged, at most `limit` rows."""
+def merge(vectors: np.ndarray, cosine: float | None = MERGE_COSINE, limit: int | None = None) -> np.ndarray:
+    """Rows of `vectors` (L2-normalised) with near-duplicates merged (cosine at least
+    `cosine`; None: none), then the closest pair merged, one pair at a time, while more than
+    `limit` rows remain."""
     if len(vectors) == 0:
         return vectors.astype(np.float32)
-    sims = vectors @ vectors.T
-    leader = np.full(len(vectors), -1)
-    leaders: list[int] = []
-    for i in range(len(vectors)):
-        if leaders:
-            best = int(np.argmax(sims[i, leaders]))
-            if sims[i, leaders[best]] >= cosine:
-                leader[i] = leaders[best]
-                continue
-        leaders.append(i)
-        leader[i] = i
-    rows = _normalise(np.stack([vectors[leader == j].mean(axis=0) for j in leaders]))
-    while limit is not None and len(rows) > limit:
-        s = rows @ rows.T
-        np.fill_diagonal(s, -2.0)
-        nearest = s.max(axis=1)
-        order = np.argsort(-nearest)[: len(rows) - limit]  # the most redundant rows
-        drop = set()
-        for i in order.tolist():
-            j = int(np.argmax(s[i]))
-            if i in drop or j in drop:
-                continue
-            rows[j] = rows[i] + rows[j]
-            drop.add(i)
-        keep = [k for k in range(len(rows)) if k not in drop]
-        rows = _normalise(rows[keep])
-    return rows
+    if cosine is None:
+        rows = np.array(vectors, dtype=np.float32)
+    else:
+        sims = vectors @ vectors.T
+        leader = np.full(len(vectors), -1)
+        leaders: list[int] = []
+        for i in range(len(vectors)):
+            if leaders:
+                best = int(np.argmax(sims[i, leaders]))
+                if sims[i, leaders[best]] >= cosine:
+                    leader[i] = leaders[best]
+                    continue
+            leaders.append(i)
+            leader[i] = i
+        rows = _normalise(np.stack([vectors[leader == j].mean(axis=0) for j in leaders]))
+    if limit is None or len(rows) <= limit:
+        return rows
+    # Greedy: the most redundant pair first, its merged row's cosines updated in place.
+    sums = rows.astype(np.float32)
+    s = rows @ rows.T
+    np.fill_diagonal(s, -np.inf)
+    alive = len(rows)
+    while alive > limit:
+        i, j = divmod(int(np.argmax(s)), len(rows))
+        sums[j] += sums[i]
+        rows[j] = sums[j] / max(float(np.linalg.norm(sums[j])), 1e-6)
+        s[i, :] = s[:, i] = -np.inf
+        col = rows @ rows[j]
+        col[np.isneginf(s[:, j])] = -np.inf  # dead rows and j itself stay out
+        s[:, j] = s[j, :] = col
+        s[j, j] = -np.inf
+        alive -= 1
+    keep = ~np.all(np.isneginf(s), axis=1) if alive > 1 else np.array([k == j for k in range(len(rows))])
+    return _normalise(rows[keep])
 
 
 def compact(vectors: np.ndarray) -> bytes:
     """Format 2 bytes for one chunk's token vectors (T, D), each row L2-normalised."""
-    return compact_with(vectors, MERGE_COSINE)
+    return compact_with(vectors, MERGE_COSINE, centred=False)
 
 
-def compact_with(vectors: np.ndarray, cosine: float) -> bytes:
+def compact_with(vectors: np.ndarray, cosine: float | None, centred: bool) -> bytes:
+    """`compact` with the choices the benchmark compares: leader merging at `cosine` (None:
+    none) and a centre (the chunk's mean row) or zero."""
     dims = int(vectors.shape[1]) if vectors.ndim == 2 else 0
     rows = merge(np.asarray(vectors, dtype=np.float32), cosine, max_rows(dims)) if dims else np.zeros((0, 0))
     header = np.array([(dims, len(rows))], dtype=_HEADER).tobytes()
     if len(rows) == 0:
         return header
-    centre = rows.mean(axis=0).astype(np.float16)
+    centre = (rows.mean(axis=0) if centred else np.zeros(dims)).astype(np.float16)
     residual = rows - centre.astype(np.float32)
     scale = np.abs(residual).mean(axis=1).astype(np.float16)
     bits = np.packbits(residual > 0, axis=1, bitorder="little")

