@@ -10,9 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 import psycopg
@@ -24,6 +24,8 @@ from appliance.embedded.nats import EmbeddedNats
 from tests import procs
 from tests.conftest import FakeLLM, Gateway, catalog_for, start_gateway
 from tests.events.conftest import PersisterProc
+
+T = TypeVar("T")
 
 MODEL = "usage-priced"          # only these tests ask for these names: other tests' rows do not count
 CHEAP = "qwen3-usage"
@@ -46,7 +48,6 @@ upstream_id = "fake-model"
 price_input_per_mtok = 1000.0
 price_output_per_mtok = 2000.0
 """
-
 
 GPU_MODEL = "usage-gpu"        # an unpriced model on a backend priced per GPU-hour, for a key with a budget
 GPU_KEY = "appl-usage-gpu-budget-key-0246813579"
@@ -281,34 +282,38 @@ def test_bad_usage_queries_are_400s_and_other_keys_are_refused(world: tuple[Gate
             raise AssertionError(f"{query} was accepted")
 
 
+def _read_until(db: str, read: Callable[[psycopg.Connection[Any]], T], done: Callable[[T], bool],
+                timeout: float = 15.0) -> T:
+    """What `read` finds once `done` says so (the persister prunes at start), or at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(db) as conn:
+            got = read(conn)
+        if done(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
 def test_retention_prunes_raw_rows_and_rollups_past_their_days(world: tuple[Gateway, str]) -> None:
     """The persister started with raw rows kept 2 days and rollups 5: its first prune left the
     3-day-old request only in the rollup, and the 6-day-old one nowhere."""
-    _, db = world
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with psycopg.connect(db) as conn:
-            raw = conn.execute("SELECT event_id FROM usage_events WHERE model = 'retention-model'").fetchall()
-            hours = conn.execute("SELECT requests FROM usage_hourly WHERE model = 'retention-model'").fetchall()
-        if not raw and len(hours) == 1:
-            break
-        time.sleep(0.2)
+    def read(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
+        return (conn.execute("SELECT event_id FROM usage_events WHERE model = 'retention-model'").fetchall(),
+                conn.execute("SELECT requests FROM usage_hourly WHERE model = 'retention-model'").fetchall())
+
+    raw, hours = _read_until(world[1], read, lambda got: not got[0] and len(got[1]) == 1)
     assert raw == [] and hours == [(1,)]
 
 
 def test_retention_prunes_history_and_stored_responses_past_their_days(world: tuple[Gateway, str]) -> None:
     """History kept 2 days, stored Responses 4: the persister's first prune left the 1-day-old
     history rows, and the 1- and 3-day-old responses."""
-    _, db = world
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with psycopg.connect(db) as conn:
-            chats = conn.execute("SELECT event_id FROM chat_history WHERE event_id LIKE 'history-%'").fetchall()
-            calls = conn.execute("SELECT event_id FROM tool_calls WHERE event_id LIKE 'history-%'").fetchall()
-            kept = conn.execute("SELECT id FROM api_responses WHERE id LIKE 'resp_history-%' ORDER BY id").fetchall()
-        if len(chats) == 1 and len(kept) == 2:
-            break
-        time.sleep(0.2)
+    def read(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[Any], list[Any]]:
+        return (conn.execute("SELECT event_id FROM chat_history WHERE event_id LIKE 'history-%'").fetchall(),
+                conn.execute("SELECT event_id FROM tool_calls WHERE event_id LIKE 'history-%'").fetchall(),
+                conn.execute("SELECT id FROM api_responses WHERE id LIKE 'resp_history-%' ORDER BY id").fetchall())
+
+    chats, calls, kept = _read_until(world[1], read, lambda got: len(got[0]) == 1 and len(got[2]) == 2)
     assert chats == calls == [("history-1d",)]
     assert kept == [("resp_history-1d",), ("resp_history-3d",)]
 
