@@ -19,6 +19,13 @@ EVENT_TABLES: Final = {"chat_history": "ts", "chat_pairs": "ts", "tool_calls": "
 RESPONSES: Final = {"api_responses": "created_at"}
 
 
+async def delete_older(conn: psycopg.AsyncConnection[Any], table: str, column: str, days: int) -> int:
+    """Delete `table`'s rows whose `column` is more than `days` old; how many went."""
+    cur = await conn.execute(sql.SQL("DELETE FROM {} WHERE {} < now() - make_interval(days => %s)").format(
+        sql.Identifier(table), sql.Identifier(column)), (days,))
+    return cur.rowcount
+
+
 async def prune(conn: psycopg.AsyncConnection[Any], history_days: int, responses_days: int) -> dict[str, int]:
     """Delete rows older than their retention; the rows deleted per table (only those with any)."""
     plan = [(table, column, history_days) for table, column in EVENT_TABLES.items()]
@@ -27,9 +34,7 @@ async def prune(conn: psycopg.AsyncConnection[Any], history_days: int, responses
     for table, column, days in plan:
         if days <= 0:
             continue
-        cur = await conn.execute(
-            sql.SQL("DELETE FROM {} WHERE {} < now() - make_interval(days => %s)").format(
-                sql.Identifier(table), sql.Identifier(column)), (days,))
-        if cur.rowcount:
-            deleted[table] = cur.rowcount
+        n = await delete_older(conn, table, column, days)
+        if n:
+            deleted[table] = n
     return deleted

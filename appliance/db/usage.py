@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import psycopg
 
+from appliance.db.history import delete_older
 from appliance.domain.errors import DependencyUnavailable
 from appliance.domain.usage import BUCKETS, UsageQuery, UsageRow, bucket, percentile
 
@@ -78,11 +79,9 @@ async def record(cur: psycopg.AsyncCursor[Any], rows: Sequence[Row]) -> int:
 async def prune(conn: psycopg.AsyncConnection[Any], raw_days: int, rollup_days: int) -> tuple[int, int]:
     """Delete raw rows older than `raw_days` and rollups older than `rollup_days`."""
     async with conn.transaction():
-        raw = await conn.execute("DELETE FROM usage_events WHERE ts < now() - make_interval(days => %s)",
-                                 (raw_days,))
-        rolled = await conn.execute("DELETE FROM usage_hourly WHERE hour < now() - make_interval(days => %s)",
-                                    (rollup_days,))
-    return raw.rowcount, rolled.rowcount
+        raw = await delete_older(conn, "usage_events", "ts", raw_days)
+        rolled = await delete_older(conn, "usage_hourly", "hour", rollup_days)
+    return raw, rolled
 
 
 def _where(query: UsageQuery) -> tuple[str, list[Any]]:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from appliance.domain.chat_request import ChatPlan, ChatRequest, prompt_json
-from appliance.domain.ports import ChatBackend
+from appliance.domain.ports import Capabilities, ChatBackend
 from appliance.domain.records import ChatOutcome, Recorder, Usage
 from appliance.domain.tally import Tally
 from appliance.domain.tracing import Tracer
@@ -35,7 +35,9 @@ class ChatRecording:
         now = self._clock()
         usage = tally.usage
         try:
-            gpu_seconds = self._gpu_seconds(plan, now)
+            backend = self._backends.get(plan.backend)
+            capabilities = backend.capabilities if backend is not None else None
+            gpu_seconds = self._gpu_seconds(plan, capabilities, now)
             self._recorder.chat(ChatOutcome(
                 correlation_id=req.correlation_id,
                 model=req.model,
@@ -50,7 +52,7 @@ class ChatRecording:
                 tool_calls=tally.tool_calls,
                 latency_ms=(now - req.received_at) * 1000,
                 ttft_ms=(tally.first_token_at - req.received_at) * 1000 if tally.first_token_at else None,
-                cost_usd=self._cost(plan, usage, gpu_seconds),
+                cost_usd=self._cost(plan, capabilities, usage, gpu_seconds),
                 status=status,
                 error=error,
                 workspace=req.workspace,
@@ -63,7 +65,7 @@ class ChatRecording:
                 prompt=prompt_json(plan.prompt),
             ))
             if self._tracer.enabled:
-                self._trace_upstream(req, plan, tally, status, error, now, started)
+                self._trace_upstream(req, plan, capabilities, tally, status, error, now, started)
         except Exception:  # recording must never break a response
             log.exception("recording the chat outcome failed")
 
@@ -76,19 +78,18 @@ class ChatRecording:
             out["fallback"] = {"from": plan.fallback_from, "to": plan.target.model_id}
         return out
 
-    def _trace_upstream(self, req: ChatRequest, plan: ChatPlan, tally: Tally, status: int, error: str | None,
-                        now: float, started: float) -> None:
+    def _trace_upstream(self, req: ChatRequest, plan: ChatPlan, capabilities: Capabilities | None, tally: Tally,
+                        status: int, error: str | None, now: float, started: float) -> None:
         """The upstream call's span, made when its outcome is known (as a child of the request's
         span, with the times it had): from the answering backend's call, or from the first try
         when none answered, to the end of the answer."""
         wall = time.time()
         began = plan.upstream_began if plan.upstream_began is not None else started
-        backend = self._backends.get(plan.backend)
         usage = tally.usage
         first = tally.first_token_at
         span = self._tracer.start(f"chat {req.model}", {
             "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": backend.capabilities.provider if backend is not None else None,
+            "gen_ai.provider.name": capabilities.provider if capabilities is not None else None,
             "gen_ai.request.model": req.model,
             "gen_ai.response.model": plan.target.upstream_model,
             "gen_ai.usage.input_tokens": usage.prompt_tokens,
@@ -103,14 +104,15 @@ class ChatRecording:
             span.fail(error, str(status))
         span.end(wall)
 
-    def _gpu_seconds(self, plan: ChatPlan, now: float) -> float:
+    @staticmethod
+    def _gpu_seconds(plan: ChatPlan, capabilities: Capabilities | None, now: float) -> float:
         """The answering backend's time on this request, when it is a local server."""
-        backend = self._backends.get(plan.backend)
-        if plan.upstream_began is None or backend is None or not backend.capabilities.local:
+        if plan.upstream_began is None or capabilities is None or not capabilities.local:
             return 0.0
         return round(max(now - plan.upstream_began, 0.0), 6)
 
-    def _cost(self, plan: ChatPlan, usage: Usage, gpu_seconds: float) -> float:
+    @staticmethod
+    def _cost(plan: ChatPlan, capabilities: Capabilities | None, usage: Usage, gpu_seconds: float) -> float:
         """What a chat cost: the catalog's token prices for a priced model, else the answering
         backend's GPU-seconds at its `gpu_hour_usd` (0 without one). Budgets, usage rows and
         the cost metrics all read this one number."""
@@ -118,6 +120,5 @@ class ChatRecording:
         cost = entry.cost(usage.prompt_tokens, usage.completion_tokens) if entry else 0.0
         if cost or not gpu_seconds:
             return cost
-        backend = self._backends.get(plan.backend)
-        price = backend.capabilities.gpu_hour_usd if backend is not None else 0.0
+        price = capabilities.gpu_hour_usd if capabilities is not None else 0.0
         return gpu_seconds * price / 3600 if price else 0.0
