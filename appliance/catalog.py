@@ -81,6 +81,9 @@ class ModelConfig(Strict):
         return (self.backend,) if isinstance(self.backend, str) else self.backend
 
 
+Margin = Annotated[float, Field(ge=0, le=1)]
+
+
 class RouterWeights(Strict):
     quality: Annotated[float, Field(ge=0)] = 1.0
     latency: Annotated[float, Field(ge=0)] = 0.0
@@ -96,9 +99,10 @@ class RouterConfig(Strict):
     weights: RouterWeights | None = None
     max_cost_per_mtok: Annotated[float | None, Field(ge=0)] = None
     budget_ms: Annotated[float, Field(gt=0)] = 50.0   # past this the default is used
-    # how far another card must beat the default's similarity (the default is the everyday model);
-    # 0.045 chosen on the labelled set's dev half for "nearest" (docs/routing.md)
-    margin: Annotated[float, Field(ge=0, le=1)] = 0.045
+    # how far another card must beat the default's similarity (the default is the everyday model):
+    # one number, or one per half of the encoder's vector [sentence (USE), tokens (e5)], weighted
+    # by the prompt's share of each; [0.08, 0.0] chosen on 474 seen prompts (docs/routing.md)
+    margin: Margin | Annotated[tuple[Margin, Margin], Field()] = (0.08, 0.0)
     # "nearest": per encoder, a card's two texts most like the prompt (USE) or its centroid
     # (e5 tokens); "centroid": the card's centroid over the whole vector
     scoring: Literal["nearest", "centroid"] = "nearest"

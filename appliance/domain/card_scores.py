@@ -104,6 +104,14 @@ class CardIndex:
                 per_block.append(units if block.nearest else [mean] if mean is not None else [])
             self._targets[card] = per_block
 
+    def shares(self, vector: Sequence[float]) -> list[float]:
+        """The share of `vector`'s squared norm in each block (they sum to 1)."""
+        squares = [dot(vector[lo:hi], vector[lo:hi]) for lo, hi in self._bounds]
+        total = sum(squares)
+        if total == 0.0:
+            raise ValueError("the prompt embeds to a zero vector")
+        return [sq / total for sq in squares]
+
     def scores(self, vector: Sequence[float], cards: Sequence[str]) -> dict[str, float]:
         """Similarity of `vector` (the prompt's) to each of `cards`, higher is more alike."""
         if len(vector) != self.dimensions:

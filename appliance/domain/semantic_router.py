@@ -14,7 +14,10 @@ docs/routing.md.
   is above `max_cost_per_mtok`, is not a candidate for this prompt.
 - Without weights the highest score wins, except that the default wins unless another
   card beats it by `margin` (a prompt that is about equally like everything is an everyday
-  one, and the default is usually the cheap model).
+  one, and the default is usually the cheap model). `margin` may be one per block of the
+  encoder's vector: the default's lead is then their mean weighted by the prompt's share of
+  each (a prompt the sentence encoder cannot read rests on the token half, whose scores lie
+  closer together, so it needs less).
 - With `weights` (quality, latency, cost) each fitting candidate gets, in [0, 1] among them,
   its similarity (min-max), its measured latency (lower is better; unknown counts as the
   median of the known) and its price (lower is better; no price is free), and the weighted
@@ -95,6 +98,12 @@ class PromptEncoder(Protocol):
     model_id: str
 
     async def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        """Prompts, during a decision: the encoder may read a bounded slice of each, and a
+        remote one is held to the decision's budget."""
+        ...
+
+    async def encode_cards(self, texts: Sequence[str]) -> list[list[float]]:
+        """A router's card texts, once at start: read whole, no budget."""
         ...
 
 
@@ -111,12 +120,13 @@ def _spread(values: Mapping[str, float], lower_is_better: bool) -> dict[str, flo
 class SemanticRouter:
     def __init__(self, id: str, cards: Sequence[Card], default: str, encoder: PromptEncoder, *,
                  budget_ms: float, weights: Weights | Mapping[str, float] | None = None,
-                 max_cost_per_mtok: float | None = None, margin: float = 0.0,
+                 max_cost_per_mtok: float | None = None, margin: float | Sequence[float] = 0.0,
                  scoring: Scoring = "nearest", nearest: int = 2, blocks: Sequence[Block] | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         """`blocks`: the parts of the encoder's vector that come from different models
         (`prompt_encoder.PROMPT_BLOCKS`), scored apart by `scoring="nearest"`; None is one
-        sentence block. `nearest`: how many of a card's texts count in a sentence block."""
+        sentence block. `nearest`: how many of a card's texts count in a sentence block.
+        `margin`: one for the whole vector, or one per block."""
         ids = [c.id for c in cards]
         if not ids:
             raise ValueError(f"router {id!r} has no candidates")
@@ -124,7 +134,11 @@ class SemanticRouter:
             raise ValueError(f"router {id!r} lists a candidate twice")
         if budget_ms <= 0:
             raise ValueError(f"router {id!r}: budget_ms must be > 0")
-        if margin < 0:
+        n_blocks = len(blocks) if blocks else 1
+        margins = (margin,) * n_blocks if isinstance(margin, int | float) else tuple(margin)
+        if len(margins) != n_blocks:
+            raise ValueError(f"router {id!r}: {len(margins)} margins for an encoder of {n_blocks} blocks")
+        if any(m < 0 for m in margins):
             raise ValueError(f"router {id!r}: margin must be >= 0")
         if nearest < 1:
             raise ValueError(f"router {id!r}: nearest must be >= 1")
@@ -137,7 +151,7 @@ class SemanticRouter:
         self.budget_ms = budget_ms
         self.weights = Weights.from_mapping(weights) if isinstance(weights, Mapping) else weights
         self.max_cost_per_mtok = max_cost_per_mtok
-        self.margin = margin
+        self.margins: tuple[float, ...] = margins
         self.scoring: Scoring = scoring
         self.nearest = nearest
         self.blocks = tuple(blocks) if blocks else None
@@ -159,7 +173,7 @@ class SemanticRouter:
                 raise ValueError(f"router {self.id!r}: card {card.id!r} has no description or examples")
             texts.extend(card_texts)
             owners.extend([card.id] * len(card_texts))
-        vectors = await self.encoder.encode(texts)
+        vectors = await self.encoder.encode_cards(texts)
         if len(vectors) != len(texts):
             raise ValueError(f"router {self.id!r}: the encoder returned {len(vectors)} vectors for {len(texts)} texts")
         by_card: dict[str, list[list[float]]] = {}
@@ -204,15 +218,22 @@ class SemanticRouter:
         if elapsed > self.budget_ms:
             return self._default(f"default: over budget ({elapsed:.1f} ms > {self.budget_ms:g} ms)", start)
         scores = index.scores(vectors[0], [c.id for c in fitting])
-        sims = {k: v + (self.margin if k == self.default else 0.0) for k, v in scores.items()}
+        margin = self._margin(index, vectors[0])
+        sims = {k: v + (margin if k == self.default else 0.0) for k, v in scores.items()}
         if self.weights is None:
-            return self._by_similarity(sims, start)
+            return self._by_similarity(sims, margin, start)
         return self._by_weights(fitting, sims, latency_ms, self.weights, start)
 
-    def _by_similarity(self, sims: Mapping[str, float], start: float) -> Decision:
+    def _margin(self, index: CardIndex, vector: Sequence[float]) -> float:
+        """The default's lead for this prompt: the margins weighted by its share of each block."""
+        if len(self.margins) == 1:
+            return self.margins[0]
+        return sum(m * share for m, share in zip(self.margins, index.shares(vector), strict=True))
+
+    def _by_similarity(self, sims: Mapping[str, float], margin: float, start: float) -> Decision:
         ranked = sorted(sims.items(), key=lambda kv: kv[1], reverse=True)
         (best, score), (second, runner_up) = ranked[0], ranked[1]
-        raw = score - (self.margin if best == self.default else 0.0)
+        raw = score - (margin if best == self.default else 0.0)
         return self._decision(best, f"cos {raw:.3f} +{score - runner_up:.3f} over {second}", raw, start)
 
     def _by_weights(self, fitting: Sequence[Card], sims: Mapping[str, float],

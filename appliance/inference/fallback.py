@@ -149,10 +149,10 @@ class FallbackPromptEncoder:
 
     Give it a `Fallback` with a breaker of its own: a service without the encoder's
     packages (FAILED_PRECONDITION) must not send the embeddings in process too.
-    `deadline_s` bounds a decision's remote call (one prompt) by the router's budget instead
-    of the client's; embedding the cards at start (many texts, once, on a service that may
-    still be loading the encoder) keeps the client's deadline: under the budget's few
-    milliseconds it timed out and every worker loaded an encoder of its own."""
+    `deadline_s` bounds a decision's remote call by the router's budget instead of the
+    client's; the cards (many texts, once at start, on a service that may still be loading
+    the encoder) keep the client's deadline: under the budget's few milliseconds they timed
+    out and every worker loaded an encoder of its own."""
 
     def __init__(self, fallback: Fallback, local: PromptEncoderLike, *, deadline_s: float | None = None) -> None:
         self.fallback = fallback
@@ -161,12 +161,19 @@ class FallbackPromptEncoder:
         self.deadline_s = deadline_s
 
     async def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self._call(texts, cards=False)
+
+    async def encode_cards(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self._call(texts, cards=True)
+
+    async def _call(self, texts: Sequence[str], *, cards: bool) -> list[list[float]]:
         if not texts:
             return []
 
         async def remote() -> list[list[float]]:
-            deadline = self.deadline_s if len(texts) == 1 else None
-            vectors = await self.fallback.remote.encode_prompts(texts, deadline_s=deadline)
+            vectors = await self.fallback.remote.encode_prompts(
+                texts, cards=cards, deadline_s=None if cards else self.deadline_s)
             return vectors.tolist()  # type: ignore[no-any-return]
 
-        return await self.fallback.call("encode_prompts", remote, lambda: self.local.encode(texts))
+        local = self.local.encode_cards if cards else self.local.encode
+        return await self.fallback.call("encode_prompts", remote, lambda: local(texts))

@@ -150,10 +150,12 @@ class GrpcInference:
                                     f"{len(documents)} documents", "error")
         return [RerankScore(index=i, score=float(s)) for i, s in enumerate(reply.scores)]
 
-    async def encode_prompts(self, texts: Sequence[str], *, deadline_s: float | None = None) -> np.ndarray:
-        """The semantic router's prompt vectors, one row per text (L2-normalised). `deadline_s`
-        overrides the client's: a routing decision has a budget of its own."""
-        request = pb.EncodePromptsRequest(texts=list(texts))
+    async def encode_prompts(self, texts: Sequence[str], *, cards: bool = False,
+                             deadline_s: float | None = None) -> np.ndarray:
+        """The semantic router's prompt vectors, one row per text (L2-normalised); `cards`:
+        the texts are a router's cards, read whole. `deadline_s` overrides the client's: a
+        routing decision has a budget of its own."""
+        request = pb.EncodePromptsRequest(texts=list(texts), cards=cards)
         timeout = self.deadline_s if deadline_s is None else deadline_s
         reply: pb.EncodePromptsResponse = await self._call(
             "EncodePrompts", lambda: self._stub("prompt").EncodePrompts(request, timeout=timeout))

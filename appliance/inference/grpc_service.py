@@ -164,7 +164,8 @@ class PromptServicer(pb_grpc.PromptEncoderServiceServicer):
         except ModelFilesMissing as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"prompt encoder: {exc}")
             raise  # pragma: no cover
-        array = await _guarded(context, lambda: self.executor.run(lambda: vectors.embed(texts)))
+        array = await _guarded(context, lambda: self.executor.run(
+            lambda: vectors.embed(texts, cards=request.cards)))
         return pb.EncodePromptsResponse(model_id=vectors.model_id, dimensions=vectors.dimensions,
                                         vectors=pack(array))
 

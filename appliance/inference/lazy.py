@@ -248,6 +248,9 @@ class PromptEncoderLike(Protocol):
     async def encode(self, texts: Sequence[str]) -> list[list[float]]:
         ...
 
+    async def encode_cards(self, texts: Sequence[str]) -> list[list[float]]:
+        ...
+
 
 class LazyPromptEncoder:
     """An in-process prompt encoder built by `load` (blocking, run in a thread) on the first
@@ -271,10 +274,16 @@ class LazyPromptEncoder:
             return self._encoder
 
     async def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        return await (await self._loaded()).encode(texts)
+
+    async def encode_cards(self, texts: Sequence[str]) -> list[list[float]]:
+        return await (await self._loaded()).encode_cards(texts)
+
+    async def _loaded(self) -> PromptEncoderLike:
         encoder = self._encoder
         if encoder is None:
             encoder = await asyncio.to_thread(self._get)
-        return await encoder.encode(texts)
+        return encoder
 
     def release(self) -> bool:
         """Drop the encoder (blocking: call in a thread); a call running now keeps its own."""

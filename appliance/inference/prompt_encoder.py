@@ -18,7 +18,9 @@ weighted sum of the halves' cosines. Why two models and no transformer: docs/rou
 Long prompts are cut before tokenising (`max_chars`: three quarters from the head, one from
 the tail, where the question often is), then to `use_head` + `use_tail` tokens for USE and
 `e5_tokens` for the token half: the work per prompt is bounded whatever its length (a
-512-token prompt costs what an 80-token one does, plus tokenising).
+512-token prompt costs what a 64-token one does, plus tokenising). A router's cards are
+embedded once, at start, so they are read whole (`card_use_tokens`): a card's description
+cut to the prompts' slice loses what it says last.
 """
 
 from __future__ import annotations
@@ -44,13 +46,15 @@ class EncoderLimits:
     """How much of a prompt is read, and how the halves are weighted."""
 
     max_chars: int = 4000
-    use_head: int = 64      # USE's cost is ~linear in tokens; 64 + 16 scored as 96 + 32 on
-    use_tail: int = 16      # the dev half of the labelled set (docs/routing.md)
+    use_head: int = 48      # USE's cost is ~linear in tokens: 48 + 16 keeps a 512-token prompt
+    use_tail: int = 16      # in the budget, chosen on the labelled set's dev half (docs/routing.md)
     e5_tokens: int = 256    # ~0.5 ms for 256: token vectors are cheap
+    card_use_tokens: int = 512  # cards: read whole, once
     use_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.max_chars < 16 or self.use_head < 1 or self.use_tail < 0 or self.e5_tokens < 1:
+        if (self.max_chars < 16 or self.use_head < 1 or self.use_tail < 0 or self.e5_tokens < 1
+                or self.card_use_tokens < 1):
             raise ValueError(f"encoder limits too small: {self}")
         if not 0.0 <= self.use_weight <= 1.0:
             raise ValueError(f"use_weight must be in [0, 1], got {self.use_weight}")
@@ -83,14 +87,16 @@ class PromptVectors:
         if self.dimensions != sum(b.size for b in PROMPT_BLOCKS):
             raise ValueError(f"prompt vectors have {self.dimensions} dimensions, not what PROMPT_BLOCKS say")
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], *, cards: bool = False) -> np.ndarray:
+        """Prompts (a bounded slice of each), or a router's card texts (`cards`: read whole)."""
         lim = self.limits
+        head, tail = (lim.card_use_tokens, 0) if cards else (lim.use_head, lim.use_tail)
         use_ids: list[list[int]] = []
         gates: list[float] = []
         e5_rows: list[np.ndarray] = []
         for text in texts:
             cut = bounded_slice(text, lim.max_chars)
-            ids, coverage = self.use.ids(cut, lim.use_head, lim.use_tail)
+            ids, coverage = self.use.ids(cut, head, tail)
             use_ids.append(ids)
             gates.append(lim.use_weight * coverage)
             e5_rows.append(self.e5.embed_ids(self.e5.ids(cut, lim.e5_tokens)))
@@ -135,12 +141,18 @@ class LocalPromptEncoder:
         self.dimensions = vectors.dimensions
 
     async def encode(self, texts: Sequence[str]) -> list[list[float]]:
-        """L2-normalised vectors, one per text, in input order."""
-        items = list(texts)
+        """L2-normalised vectors, one per prompt, in input order."""
+        return await self._run(list(texts), cards=False)
+
+    async def encode_cards(self, texts: Sequence[str]) -> list[list[float]]:
+        """The same for a router's card texts, each read whole."""
+        return await self._run(list(texts), cards=True)
+
+    async def _run(self, items: list[str], *, cards: bool) -> list[list[float]]:
         if self.executor is None:
-            array = self.vectors.embed(items)
+            array = self.vectors.embed(items, cards=cards)
         else:
-            array = await self.executor.run(lambda: self.vectors.embed(items))
+            array = await self.executor.run(lambda: self.vectors.embed(items, cards=cards))
         return array.tolist()  # type: ignore[no-any-return]
 
     async def warm(self) -> None:

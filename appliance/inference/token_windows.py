@@ -1,6 +1,6 @@
 """The first or last `n` tokens of a long text, tokenising only a window of it.
 
-The router's encoder reads a bounded slice of a prompt (`prompt_encoder.py`: USE its first 64
+The router's encoder reads a bounded slice of a prompt (`prompt_encoder.py`: USE its first 48
 and last 16 tokens, the e5 token table its first 256), but tokenising the whole text to
 find them cost ~1.5 ms of CPU per model for a 512-token prompt on this busy CPU, a third of
 the decision. So the head is tokenised from the first `(n + SLACK) *

@@ -120,9 +120,18 @@ async def test_encode_prompts_equals_the_in_process_prompt_encoder(client: GrpcI
 
     texts = ["Fix the off-by-one error in this loop", "नमस्ते, आप कैसे हैं?"]
     remote = await client.encode_prompts(texts)  # the first call loads it in the service
-    local = load_prompt_vectors().embed(texts)
+    vectors = load_prompt_vectors()
+    local = vectors.embed(texts)
     assert remote.shape == local.shape == (2, 896)
     assert np.allclose(remote, local, atol=1e-5) and np.allclose(np.linalg.norm(remote, axis=1), 1, atol=1e-5)
+    card = ["Frontier reasoning model for hard problems that need careful step-by-step thinking: "
+            "mathematics, equations and proofs, logic puzzles and riddles, probability and statistics, "
+            "physics and quantitative estimates, planning under constraints, weighing trade-offs and "
+            "evaluating arguments, and multi-part questions that must be worked through before answering."]
+    assert len(vectors.use.ids(card[0], 10_000, 0)[0]) > vectors.limits.use_head + vectors.limits.use_tail
+    cards = await client.encode_prompts(card, cards=True)   # read whole, as in process
+    assert np.allclose(cards, vectors.embed(card, cards=True), atol=1e-5)
+    assert not np.allclose(cards, vectors.embed(card), atol=1e-3)
     with pytest.raises(InvalidRequest, match="texts"):
         await client.encode_prompts([])
 
@@ -161,6 +170,8 @@ async def test_encode_prompts_without_the_encoders_packages_is_failed_preconditi
             async def encode(self, texts: Any) -> list[list[float]]:
                 return [[1.0, 0.0] for _ in texts]
 
+            encode_cards = encode
+
         local = LazyPromptEncoder(Fake, "fake")
         encoder = FallbackPromptEncoder(Fallback(client, Breaker(30, name="prompts")), local, deadline_s=1)
         assert not local.loaded
@@ -186,10 +197,10 @@ async def test_the_cards_wait_for_a_loading_encoder_and_a_decision_keeps_its_bud
     class Vectors:
         model_id, dimensions = "fake", 2
 
-        def embed(self, texts: Any) -> np.ndarray:
+        def embed(self, texts: Any, *, cards: bool = False) -> np.ndarray:
             if texts == ["slow"]:
                 clock.sleep(0.3)
-            return np.array([[1.0, 0.0] for _ in texts], dtype=np.float32)
+            return np.array([[1.0, float(cards)] for _ in texts], dtype=np.float32)
 
     def slow_load() -> Any:
         clock.sleep(0.5)
@@ -201,6 +212,8 @@ async def test_the_cards_wait_for_a_loading_encoder_and_a_decision_keeps_its_bud
         async def encode(self, texts: Any) -> list[list[float]]:
             return [[0.0, 1.0] for _ in texts]
 
+        encode_cards = encode
+
     server = grpc.aio.server()
     servicer = PromptServicer(Limits(InferenceSettings()), BoundedExecutor(1, 4), load=slow_load)
     pb_grpc.add_PromptEncoderServiceServicer_to_server(servicer, server)
@@ -210,7 +223,8 @@ async def test_the_cards_wait_for_a_loading_encoder_and_a_decision_keeps_its_bud
     local = LazyPromptEncoder(Local, "fake")
     encoder = FallbackPromptEncoder(Fallback(client, Breaker(30, name="prompts")), local, deadline_s=0.05)
     try:
-        assert await encoder.encode(["card a", "card b", "card c"]) == [[1.0, 0.0]] * 3  # waited for the load
+        # waited for the load, and the service was told these are cards (the second coordinate)
+        assert await encoder.encode_cards(["card a", "card b", "card c"]) == [[1.0, 1.0]] * 3
         assert not local.loaded
         assert await encoder.encode(["prompt"]) == [[1.0, 0.0]]   # loaded: within the budget
         assert await encoder.encode(["slow"]) == [[0.0, 1.0]]     # over it: served in process

@@ -95,6 +95,22 @@ def test_long_prompts_are_read_through_a_bounded_slice(vectors: PromptVectors) -
     assert np.allclose(a, b)
 
 
+async def test_cards_are_read_whole_and_prompts_through_their_slice(vectors: PromptVectors) -> None:
+    # a description of ~90 USE tokens: as a prompt its middle is cut (48 + 16), as a card not
+    card = ("Specialized coding model: writes, explains, reviews, refactors and debugs source code in any "
+            "programming language; fixes compiler errors, exceptions and stack traces; writes unit tests, "
+            "SQL queries, shell scripts, regular expressions and configuration files such as Dockerfiles, "
+            "Kubernetes manifests and CI pipelines; answers questions about APIs, libraries and git.")
+    assert len(vectors.use.ids(card, 10_000, 0)[0]) > vectors.limits.use_head + vectors.limits.use_tail
+    encoder = LocalPromptEncoder(vectors)
+    as_card, as_prompt = (await encoder.encode_cards([card]))[0], (await encoder.encode([card]))[0]
+    whole = vectors.use.embed_ids([vectors.use.ids(card, 10_000, 0)[0]])[0]
+    assert float(np.asarray(as_card[:512]) @ whole) > 0.999 * np.linalg.norm(as_card[:512])
+    assert not np.allclose(as_card, as_prompt, atol=1e-3)
+    short = "Fix the off-by-one error in this loop"
+    assert np.allclose(await encoder.encode_cards([short]), await encoder.encode([short]))
+
+
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="use_weight"):
         EncoderLimits(use_weight=1.5)

@@ -136,6 +136,8 @@ class TableEncoder:
     async def encode(self, texts: Sequence[str]) -> list[list[float]]:
         return [self.table.get(t, axis(0)) for t in texts]
 
+    encode_cards = encode
+
 
 # general's centroid is .789 like the prompt (axis 0), its two nearest texts .95; reasoner's .8
 ROUTER_CARDS = [Card("general", "everyday", ("an email", "a recipe", "a fact")), Card("reasoner", "puzzles", ("a proof",))]
@@ -156,6 +158,28 @@ async def test_the_router_scores_by_nearest_texts_by_default_and_can_use_centroi
     assert (await centroid.choose("a recipe, please")).model == "reasoner"
 
 
+async def test_a_margin_per_block_weighs_the_default_lead_by_the_prompts_share() -> None:
+    # The prompt is exactly "reasoner" in the second block, where the default's text has cosine
+    # 0.96 to it; both cards are the same in the first. So reasoner leads by (1 - g) x 0.04.
+    tokens = [0.96, math.sqrt(1 - 0.96 ** 2), 0.0]
+    cards = [Card("general", "g"), Card("reasoner", "r")]
+
+    async def decide(gate: float, margin: float | tuple[float, float]) -> str:
+        table = {"g": two_blocks(0.5, axis(0, 3), axis(0, 3)), "r": two_blocks(0.5, axis(0, 3), tokens),
+                 "p": two_blocks(gate, axis(0, 3), tokens)}
+        router = SemanticRouter("auto", cards, "general", TableEncoder(table), budget_ms=1000.0,
+                                margin=margin, blocks=TWO_SENTENCE_BLOCKS, nearest=1)
+        await router.prepare()
+        return (await router.choose("p")).model
+
+    assert await decide(0.2, (0.08, 0.0)) == "reasoner"   # lead 0.8 x 0.04 = .032 over 0.2 x 0.08 = .016
+    assert await decide(0.2, 0.045) == "general"          # one margin for both: .032 < .045
+    assert await decide(0.8, (0.08, 0.0)) == "general"    # the sentence half's: .008 < .064
+    with pytest.raises(ValueError, match="3 margins for an encoder of 2 blocks"):
+        SemanticRouter("auto", cards, "general", TableEncoder({}), budget_ms=1000.0,
+                       margin=(0.1, 0.0, 0.0), blocks=TWO_SENTENCE_BLOCKS)
+
+
 async def test_wrong_blocks_fail_prepare_and_the_router_then_defaults() -> None:
     router = SemanticRouter("auto", ROUTER_CARDS, "general", TableEncoder(ROUTER_TABLE), budget_ms=1000.0,
                             blocks=(Block(512), Block(384, nearest=False)))
@@ -174,7 +198,11 @@ def test_the_catalog_chooses_the_scoring_and_refuses_an_unknown_one() -> None:
     from appliance.catalog import RouterConfig
 
     default = RouterConfig(id="auto", candidates=("a", "b"), default="a")
-    assert (default.scoring, default.margin) == ("nearest", 0.045)
+    assert (default.scoring, default.margin) == ("nearest", (0.08, 0.0))
+    assert RouterConfig(id="auto", candidates=("a",), default="a", margin=0.03).margin == 0.03
+    for bad in (-0.1, [0.1, 2.0], [0.1, 0.0, 0.0]):
+        with pytest.raises(ValidationError, match="margin"):
+            RouterConfig(id="auto", candidates=("a",), default="a", margin=bad)  # type: ignore[arg-type]
     assert RouterConfig(id="auto", candidates=("a",), default="a", scoring="centroid").scoring == "centroid"
     with pytest.raises(ValidationError, match="scoring"):
         RouterConfig(id="auto", candidates=("a",), default="a", scoring="knn")  # type: ignore[arg-type]

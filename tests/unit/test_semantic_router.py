@@ -30,12 +30,19 @@ class FakeEncoder:
     def __init__(self, *, fail: BaseException | None = None, delay_s: float = 0.0) -> None:
         self.fail = fail
         self.delay_s = delay_s
-        self.calls: list[list[str]] = []
+        self.calls: list[list[str]] = []   # prompts
+        self.cards: list[list[str]] = []
 
     async def encode(self, texts: Sequence[str]) -> list[list[float]]:
         self.calls.append(list(texts))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.fail is not None:
+            raise self.fail
+        return [topic_vector(t) for t in texts]
+
+    async def encode_cards(self, texts: Sequence[str]) -> list[list[float]]:
+        self.cards.append(list(texts))
         if self.fail is not None:
             raise self.fail
         return [topic_vector(t) for t in texts]
@@ -70,7 +77,9 @@ async def router(encoder: FakeEncoder | None = None, *, budget_ms: float = 50.0,
 async def test_prepare_embeds_every_card_text_in_one_call_and_choose_picks_the_closest() -> None:
     enc = FakeEncoder()
     r = await router(enc)
-    assert enc.calls == [["code code", "fix this code", "math", "prove this math", "chat", "chat with me"]]
+    # the cards are read as cards (whole), not as prompts (a bounded slice, within the budget)
+    assert enc.cards == [["code code", "fix this code", "math", "prove this math", "chat", "chat with me"]]
+    assert enc.calls == []
     d = await r.choose("please review my code")
     assert isinstance(d, Decision)
     assert (d.model, d.defaulted) == ("coder", False)
@@ -143,7 +152,7 @@ async def test_an_encoder_error_returns_the_default_and_never_raises() -> None:
 async def test_a_wrong_shape_from_the_encoder_returns_the_default() -> None:
     class Short(FakeEncoder):
         async def encode(self, texts: Sequence[str]) -> list[list[float]]:
-            return [[1.0, 0.0]] if len(texts) == 1 else await super().encode(texts)
+            return [[1.0, 0.0]]
 
     r = await router(Short())
     d = await r.choose("fix my code")
@@ -187,7 +196,7 @@ async def test_unprepared_or_empty_prompt_defaults_without_calling_the_encoder()
     assert d.defaulted and d.reason == "default: not prepared" and enc.calls == []
     await r.prepare()
     d = await r.choose("   ")
-    assert d.defaulted and d.reason == "default: empty prompt" and len(enc.calls) == 1
+    assert d.defaulted and d.reason == "default: empty prompt" and enc.calls == [] and len(enc.cards) == 1
 
 
 async def test_prepare_fails_loudly_on_an_empty_card_or_a_broken_encoder() -> None:

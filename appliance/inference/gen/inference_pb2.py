@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0finference.proto\x12\x16\x61ppliance.inference.v1\",\n\x0cTokenVectors\x12\x0e\n\x06tokens\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\\\n\rEmbedResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\x12\x14\n\x0ctoken_counts\x18\x04 \x03(\r\"3\n\x12\x45mbedTokensRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06pooled\x18\x02 \x01(\x08\"\x80\x01\n\x13\x45mbedTokensResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x33\n\x05texts\x18\x03 \x03(\x0b\x32$.appliance.inference.v1.TokenVectors\x12\x0e\n\x06pooled\x18\x04 \x01(\x0c\"1\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x03(\t\"2\n\x0eRerankResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"%\n\x14\x45ncodePromptsRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"N\n\x15\x45ncodePromptsResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\x32\xd0\x01\n\x10\x45mbeddingService\x12T\n\x05\x45mbed\x12$.appliance.inference.v1.EmbedRequest\x1a%.appliance.inference.v1.EmbedResponse\x12\x66\n\x0b\x45mbedTokens\x12*.appliance.inference.v1.EmbedTokensRequest\x1a+.appliance.inference.v1.EmbedTokensResponse2h\n\rRerankService\x12W\n\x06Rerank\x12%.appliance.inference.v1.RerankRequest\x1a&.appliance.inference.v1.RerankResponse2\x84\x01\n\x14PromptEncoderService\x12l\n\rEncodePrompts\x12,.appliance.inference.v1.EncodePromptsRequest\x1a-.appliance.inference.v1.EncodePromptsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0finference.proto\x12\x16\x61ppliance.inference.v1\",\n\x0cTokenVectors\x12\x0e\n\x06tokens\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\\\n\rEmbedResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\x12\x14\n\x0ctoken_counts\x18\x04 \x03(\r\"3\n\x12\x45mbedTokensRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06pooled\x18\x02 \x01(\x08\"\x80\x01\n\x13\x45mbedTokensResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x33\n\x05texts\x18\x03 \x03(\x0b\x32$.appliance.inference.v1.TokenVectors\x12\x0e\n\x06pooled\x18\x04 \x01(\x0c\"1\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x03(\t\"2\n\x0eRerankResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"4\n\x14\x45ncodePromptsRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05\x63\x61rds\x18\x02 \x01(\x08\"N\n\x15\x45ncodePromptsResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\x32\xd0\x01\n\x10\x45mbeddingService\x12T\n\x05\x45mbed\x12$.appliance.inference.v1.EmbedRequest\x1a%.appliance.inference.v1.EmbedResponse\x12\x66\n\x0b\x45mbedTokens\x12*.appliance.inference.v1.EmbedTokensRequest\x1a+.appliance.inference.v1.EmbedTokensResponse2h\n\rRerankService\x12W\n\x06Rerank\x12%.appliance.inference.v1.RerankRequest\x1a&.appliance.inference.v1.RerankResponse2\x84\x01\n\x14PromptEncoderService\x12l\n\rEncodePrompts\x12,.appliance.inference.v1.EncodePromptsRequest\x1a-.appliance.inference.v1.EncodePromptsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,13 +46,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RERANKRESPONSE']._serialized_start=449
   _globals['_RERANKRESPONSE']._serialized_end=499
   _globals['_ENCODEPROMPTSREQUEST']._serialized_start=501
-  _globals['_ENCODEPROMPTSREQUEST']._serialized_end=538
-  _globals['_ENCODEPROMPTSRESPONSE']._serialized_start=540
-  _globals['_ENCODEPROMPTSRESPONSE']._serialized_end=618
-  _globals['_EMBEDDINGSERVICE']._serialized_start=621
-  _globals['_EMBEDDINGSERVICE']._serialized_end=829
-  _globals['_RERANKSERVICE']._serialized_start=831
-  _globals['_RERANKSERVICE']._serialized_end=935
-  _globals['_PROMPTENCODERSERVICE']._serialized_start=938
-  _globals['_PROMPTENCODERSERVICE']._serialized_end=1070
+  _globals['_ENCODEPROMPTSREQUEST']._serialized_end=553
+  _globals['_ENCODEPROMPTSRESPONSE']._serialized_start=555
+  _globals['_ENCODEPROMPTSRESPONSE']._serialized_end=633
+  _globals['_EMBEDDINGSERVICE']._serialized_start=636
+  _globals['_EMBEDDINGSERVICE']._serialized_end=844
+  _globals['_RERANKSERVICE']._serialized_start=846
+  _globals['_RERANKSERVICE']._serialized_end=950
+  _globals['_PROMPTENCODERSERVICE']._serialized_start=953
+  _globals['_PROMPTENCODERSERVICE']._serialized_end=1085
 # @@protoc_insertion_point(module_scope)

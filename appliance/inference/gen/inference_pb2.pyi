@@ -69,10 +69,12 @@ class RerankResponse(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EncodePromptsRequest(_message.Message):
-    __slots__ = ("texts",)
+    __slots__ = ("texts", "cards")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    CARDS_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    cards: bool
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., cards: _Optional[bool] = ...) -> None: ...
 
 class EncodePromptsResponse(_message.Message):
     __slots__ = ("model_id", "dimensions", "vectors")
