@@ -102,7 +102,7 @@ class RouterConfig(Strict):
     # how far another card must beat the default's similarity (the default is the everyday model):
     # one number, or one per half of the encoder's vector [sentence (USE), tokens (e5)], weighted
     # by the prompt's share of each; [0.08, 0.0] chosen on 474 seen prompts (docs/routing.md)
-    margin: Margin | Annotated[tuple[Margin, Margin], Field()] = (0.08, 0.0)
+    margin: Margin | tuple[Margin, Margin] = (0.08, 0.0)
     # "nearest": per encoder, a card's two texts most like the prompt (USE) or its centroid
     # (e5 tokens); "centroid": the card's centroid over the whole vector
     scoring: Literal["nearest", "centroid"] = "nearest"
