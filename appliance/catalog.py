@@ -84,6 +84,13 @@ class ModelConfig(Strict):
 Margin = Annotated[float, Field(ge=0, le=1)]
 
 
+class LabelledPrompt(Strict):
+    """A prompt a router learns from: the candidate it should go to (docs/routing.md)."""
+
+    prompt: Annotated[str, Field(min_length=1)]
+    model: Annotated[str, Field(min_length=1)]
+
+
 class RouterWeights(Strict):
     quality: Annotated[float, Field(ge=0)] = 1.0
     latency: Annotated[float, Field(ge=0)] = 0.0
@@ -106,6 +113,11 @@ class RouterConfig(Strict):
     # "nearest": per encoder, a card's two texts most like the prompt (USE) or its centroid
     # (e5 tokens); "centroid": the card's centroid over the whole vector
     scoring: Literal["nearest", "centroid"] = "nearest"
+    # labelled prompts to learn from (a classifier over the encoder's vectors instead of the
+    # cards): a JSON Lines file of {"prompt", "model"}, relative to the catalog; its lines
+    # land in `training_examples`, which may also be written inline
+    training: str | None = None
+    training_examples: tuple[LabelledPrompt, ...] = ()
     moderate: Literal["input"] | None = None  # screen every request's input with [moderations] model first
 
 
@@ -180,6 +192,13 @@ class Catalog(Strict):
                     raise FieldError(f"routers[{i}].candidates", f"unknown model {candidate!r}")
             if router.default not in router.candidates:
                 raise FieldError(f"routers[{i}].default", f"{router.default!r} is not one of the candidates")
+            for k, example in enumerate(router.training_examples):
+                if example.model not in router.candidates:
+                    raise FieldError(f"routers[{i}].training_examples[{k}].model",
+                                     f"{example.model!r} is not one of the candidates")
+            if router.training_examples and {e.model for e in router.training_examples} != set(router.candidates):
+                missing = sorted(set(router.candidates) - {e.model for e in router.training_examples})
+                raise FieldError(f"routers[{i}].training_examples", f"no example for {', '.join(missing)}")
             seen.add(router.id)
         self._check_moderation()
         return self

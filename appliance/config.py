@@ -7,6 +7,7 @@ line naming the field, e.g. ``config error: routes[1].backend: unknown backend '
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -301,10 +302,35 @@ def load_catalog(path: Path) -> Catalog:
         raise ConfigError(f"config error: {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config error: {path}: invalid TOML: {exc}") from exc
+    for i, router in enumerate(raw.get("routers") or ()):
+        if isinstance(router, dict) and isinstance(router.get("training"), str):
+            examples = _labelled_prompts(path.parent / Path(router["training"]).expanduser(), f"routers[{i}].training")
+            router["training_examples"] = [*router.get("training_examples", ()), *examples]
     try:
         return Catalog.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from exc
+
+
+def _labelled_prompts(path: Path, where: str) -> list[Any]:
+    """A router's training file: one JSON object a line, {"prompt": ..., "model": ...};
+    blank lines skipped. The catalog's validation checks each object."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"config error: {where}: {path}: {exc.strerror or exc}") from exc
+    out: list[Any] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config error: {where}: {path}:{number}: not JSON: {exc.msg}") from exc
+        if not isinstance(item, dict):
+            raise ConfigError(f"config error: {where}: {path}:{number}: not a JSON object")
+        out.append({"prompt": item.get("prompt"), "model": item.get("model")})
+    return out
 
 
 def load_settings(config: Path | None = None, env_file: Path | None = None, **overrides: Any) -> Settings:

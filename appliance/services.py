@@ -66,6 +66,7 @@ from appliance.events.wiring import build_events
 from appliance.feature import Feature, ReadinessCheck
 from appliance.inference.fallback import served_path
 from appliance.inference.prompt_encoder import PROMPT_BLOCKS
+from appliance.inference.prompt_trainer import LogisticTrainer
 from appliance.inference.wiring import Inference
 from appliance.rag.wiring import build_knowledge
 from appliance.tracing.wiring import build_tracing
@@ -177,10 +178,12 @@ def build_routers(settings: Settings, inference: Inference) -> dict[str, Semanti
         cards = [Card(c, models[c].description, models[c].examples, models[c].context_length,
                       _price(models[c].price_input_per_mtok, models[c].price_output_per_mtok))
                  for c in r.candidates]
+        training = [(e.prompt, e.model) for e in r.training_examples]
         routers[r.id] = SemanticRouter(r.id, cards, r.default, encoder, budget_ms=r.budget_ms,
                                        weights=r.weights.model_dump() if r.weights else None,
                                        max_cost_per_mtok=r.max_cost_per_mtok, margin=r.margin,
-                                       scoring=r.scoring, blocks=PROMPT_BLOCKS)
+                                       scoring=r.scoring, blocks=PROMPT_BLOCKS, training=training,
+                                       trainer=LogisticTrainer() if training else None)
     return routers
 
 

@@ -22,6 +22,9 @@ docs/routing.md.
   its similarity (min-max), its measured latency (lower is better; unknown counts as the
   median of the known) and its price (lower is better; no price is free), and the weighted
   sum wins.
+- With `training` (labelled prompts) and a `trainer`, a classifier learnt from them at
+  `prepare()` scores the prompt instead of the cards (`prompt_classifier.py`): each fitting
+  candidate's probability, the highest wins (no margin); weights apply to it as to a similarity.
 - Fail open: `choose()` never raises. An encoder error, a result past `budget_ms`, an empty
   prompt or no fitting candidate all return the default, with the reason, `defaulted=True`.
 
@@ -41,6 +44,7 @@ from types import MappingProxyType
 from typing import Final, Protocol
 
 from appliance.domain.card_scores import SCORINGS, Block, CardIndex, Scoring
+from appliance.domain.prompt_classifier import LinearModel, PromptTrainer
 
 _WEIGHT_KEYS: Final = ("quality", "latency", "cost")
 _NO_LATENCY: Final[Mapping[str, float]] = MappingProxyType({})
@@ -122,11 +126,13 @@ class SemanticRouter:
                  budget_ms: float, weights: Weights | Mapping[str, float] | None = None,
                  max_cost_per_mtok: float | None = None, margin: float | Sequence[float] = 0.0,
                  scoring: Scoring = "nearest", nearest: int = 2, blocks: Sequence[Block] | None = None,
+                 training: Sequence[tuple[str, str]] = (), trainer: PromptTrainer | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         """`blocks`: the parts of the encoder's vector that come from different models
         (`prompt_encoder.PROMPT_BLOCKS`), scored apart by `scoring="nearest"`; None is one
         sentence block. `nearest`: how many of a card's texts count in a sentence block.
-        `margin`: one for the whole vector, or one per block."""
+        `margin`: one for the whole vector, or one per block. `training`: (prompt, candidate)
+        pairs for `trainer` to learn a classifier from, every candidate among them."""
         ids = [c.id for c in cards]
         if not ids:
             raise ValueError(f"router {id!r} has no candidates")
@@ -144,6 +150,10 @@ class SemanticRouter:
             raise ValueError(f"router {id!r}: nearest must be >= 1")
         if scoring not in SCORINGS:
             raise ValueError(f"router {id!r}: unknown scoring {scoring!r} (expected {', '.join(SCORINGS)})")
+        if training and trainer is None:
+            raise ValueError(f"router {id!r}: training prompts need a trainer")
+        if training and {label for _, label in training} != set(ids):
+            raise ValueError(f"router {id!r}: training prompts must name each candidate and nothing else")
         self.id = id
         self.cards: tuple[Card, ...] = tuple(cards)
         self.default = default
@@ -155,6 +165,9 @@ class SemanticRouter:
         self.scoring: Scoring = scoring
         self.nearest = nearest
         self.blocks = tuple(blocks) if blocks else None
+        self.training = tuple(training)
+        self.trainer = trainer
+        self._model: LinearModel | None = None
         self._clock = clock
         self._index: CardIndex | None = None
 
@@ -179,7 +192,11 @@ class SemanticRouter:
         by_card: dict[str, list[list[float]]] = {}
         for owner, vector in zip(owners, vectors, strict=True):
             by_card.setdefault(owner, []).append(vector)
-        self._index = CardIndex(by_card, scoring=self.scoring, nearest=self.nearest, blocks=self.blocks)
+        index = CardIndex(by_card, scoring=self.scoring, nearest=self.nearest, blocks=self.blocks)
+        if self.training and self.trainer is not None:
+            learnt = await self.encoder.encode_cards([prompt for prompt, _ in self.training])
+            self._model = await self.trainer.fit(learnt, [label for _, label in self.training])
+        self._index = index
 
     def fits(self, card: Card, prompt_tokens: int | None) -> bool:
         if prompt_tokens is not None and card.context_length is not None and prompt_tokens > card.context_length:
@@ -217,11 +234,13 @@ class SemanticRouter:
         elapsed = self._elapsed_ms(start)
         if elapsed > self.budget_ms:
             return self._default(f"default: over budget ({elapsed:.1f} ms > {self.budget_ms:g} ms)", start)
-        scores = index.scores(vectors[0], [c.id for c in fitting])
-        margin = self._margin(index, vectors[0])
+        if self._model is not None:
+            scores, margin, kind = self._model.probabilities(vectors[0], [c.id for c in fitting]), 0.0, "p"
+        else:
+            scores, margin, kind = index.scores(vectors[0], [c.id for c in fitting]), self._margin(index, vectors[0]), "cos"
         sims = {k: v + (margin if k == self.default else 0.0) for k, v in scores.items()}
         if self.weights is None:
-            return self._by_similarity(sims, margin, start)
+            return self._by_similarity(sims, margin, kind, start)
         return self._by_weights(fitting, sims, latency_ms, self.weights, start)
 
     def _margin(self, index: CardIndex, vector: Sequence[float]) -> float:
@@ -230,11 +249,11 @@ class SemanticRouter:
             return self.margins[0]
         return sum(m * share for m, share in zip(self.margins, index.shares(vector), strict=True))
 
-    def _by_similarity(self, sims: Mapping[str, float], margin: float, start: float) -> Decision:
+    def _by_similarity(self, sims: Mapping[str, float], margin: float, kind: str, start: float) -> Decision:
         ranked = sorted(sims.items(), key=lambda kv: kv[1], reverse=True)
         (best, score), (second, runner_up) = ranked[0], ranked[1]
         raw = score - (margin if best == self.default else 0.0)
-        return self._decision(best, f"cos {raw:.3f} +{score - runner_up:.3f} over {second}", raw, start)
+        return self._decision(best, f"{kind} {raw:.3f} +{score - runner_up:.3f} over {second}", raw, start)
 
     def _by_weights(self, fitting: Sequence[Card], sims: Mapping[str, float],
                     latency_ms: Mapping[str, float], w: Weights, start: float) -> Decision:
