@@ -8,6 +8,7 @@ import json
 import tomllib
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -23,7 +24,10 @@ CODING = "Fix the bug in this Python function: def mean(xs): return sum(xs) / le
 GENERAL = "Suggest a nice name for my new kitten"
 
 
-def catalog(llm_port: int) -> str:
+MODEL_OF = {"coding": "coder", "reasoning": "reasoner", "general": "general"}
+
+
+def catalog(llm_port: int, training: Path | None = None) -> str:
     cards = tomllib.loads((ROOT / "tests" / "perf" / "routing_cards.toml").read_text())
     out = [f'[[backends]]\nname = "local"\nkind = "vllm"\nbase_url = "http://127.0.0.1:{llm_port}/v1"\n']
     for model in cards["models"]:
@@ -34,12 +38,25 @@ def catalog(llm_port: int) -> str:
     router = cards["routers"][0]
     out.append(f'[[routers]]\nid = "auto"\ncandidates = {json.dumps(router["candidates"])}\n'
                f'default = "{router["default"]}"\nmargin = {router["margin"]}\nbudget_ms = 1000\n')
+    if training is not None:
+        out.append(f'[[routers]]\nid = "learnt"\ncandidates = {json.dumps(router["candidates"])}\n'
+                   f'default = "{router["default"]}"\nbudget_ms = 1000\ntraining = {json.dumps(str(training))}\n')
     return "\n".join(out)
+
+
+def training_file(folder: Path) -> Path:
+    """90 of the labelled prompts, 30 a class, as a router's training file."""
+    rows = [json.loads(line) for line in (ROOT / "tests" / "perf" / "routing_prompts.jsonl").read_text().splitlines()]
+    picked = [r for label in MODEL_OF for r in [r for r in rows if r["label"] == label][:30]]
+    path = folder / "learnt.jsonl"
+    path.write_text("".join(json.dumps({"prompt": r["prompt"], "model": MODEL_OF[r["label"]]}) + "\n" for r in picked))
+    return path
 
 
 @pytest.fixture(scope="module")
 def gw(fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = start_gateway(tmp_path_factory.mktemp("routers"), catalog(fake_llm.port))
+    folder = tmp_path_factory.mktemp("routers")
+    g = start_gateway(folder, catalog(fake_llm.port, training_file(folder)))
     try:
         yield g
     finally:
@@ -56,6 +73,17 @@ def test_openai_client_asking_for_auto_gets_the_coder_for_code(gw: Gateway, llm:
     assert float(raw.headers["x-appliance-overhead-ms"]) > 0
     raw = client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": GENERAL}], stream=True)
+    assert raw.headers["x-appliance-selected-model"] == "general"
+
+
+def test_a_router_with_training_prompts_decides_by_what_it_learnt(gw: Gateway, llm: FakeLLM) -> None:
+    client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="learnt", messages=[{"role": "user", "content": CODING}])
+    assert raw.headers["x-appliance-selected-model"] == "coder" and raw.parse().model == "learnt"
+    assert raw.headers["x-appliance-route-reason"].startswith("p ")
+    raw = client.chat.completions.with_raw_response.create(
+        model="learnt", messages=[{"role": "user", "content": GENERAL}])
     assert raw.headers["x-appliance-selected-model"] == "general"
 
 
