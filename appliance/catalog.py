@@ -114,9 +114,12 @@ class RouterConfig(Strict):
     # (e5 tokens); "centroid": the card's centroid over the whole vector
     scoring: Literal["nearest", "centroid"] = "nearest"
     # labelled prompts to learn from (a classifier over the encoder's vectors instead of the
-    # cards): a JSON Lines file of {"prompt", "model"}, relative to the catalog; its lines
-    # land in `training_examples`, which may also be written inline
+    # cards): a JSON Lines file of {"prompt", "model"}, relative to the catalog, or
+    # "builtin:roles" (774 prompts labelled coding / reasoning / general, shipped); its lines
+    # land in `training_examples`, which may also be written inline. `training_models` maps
+    # the file's labels to this router's candidates, e.g. { coding = "coder" }
     training: str | None = None
+    training_models: dict[str, str] = {}
     training_examples: tuple[LabelledPrompt, ...] = ()
     moderate: Literal["input"] | None = None  # screen every request's input with [moderations] model first
 

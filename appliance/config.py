@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -304,12 +305,26 @@ def load_catalog(path: Path) -> Catalog:
         raise ConfigError(f"config error: {path}: invalid TOML: {exc}") from exc
     for i, router in enumerate(raw.get("routers") or ()):
         if isinstance(router, dict) and isinstance(router.get("training"), str):
-            examples = _labelled_prompts(path.parent / Path(router["training"]).expanduser(), f"routers[{i}].training")
+            examples = _labelled_prompts(_training_file(path, router["training"]), f"routers[{i}].training")
+            names = router.get("training_models")
+            if isinstance(names, dict):  # the file's labels -> this catalog's candidates
+                examples = [{**e, "model": names.get(e["model"], e["model"])} for e in examples]
             router["training_examples"] = [*router.get("training_examples", ()), *examples]
     try:
         return Catalog.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from exc
+
+
+BUILTIN_TRAINING: Final = "builtin:"
+
+
+def _training_file(catalog: Path, name: str) -> Path:
+    """A router's `training`: `builtin:NAME` (appliance/training/NAME.jsonl, shipped), or a
+    path relative to the catalog."""
+    if name.startswith(BUILTIN_TRAINING):
+        return Path(str(resources.files("appliance") / "training" / f"{name.removeprefix(BUILTIN_TRAINING)}.jsonl"))
+    return catalog.parent / Path(name).expanduser()
 
 
 def _labelled_prompts(path: Path, where: str) -> list[Any]:

@@ -124,3 +124,20 @@ def test_a_bad_training_file_fails_with_one_line(tmp_path: Path, lines: list[str
     with pytest.raises(ConfigError) as err:
         load_settings(tmp_path / "catalog.toml")
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_shipped_roles_map_onto_a_catalogs_candidates(tmp_path: Path) -> None:
+    three = CATALOG.replace('candidates = ["coder", "general"]', 'candidates = ["coder", "reasoner", "general"]')
+    three = three.replace("[[routers]]", '[[models]]\nid = "reasoner"\nbackend = "b"\ndescription = "maths"\n\n[[routers]]')
+    roles = three.replace('training = "examples/auto.jsonl"',
+                          'training = "builtin:roles"\n'
+                          'training_models = { coding = "coder", reasoning = "reasoner", general = "general" }')
+    (tmp_path / "catalog.toml").write_text(roles)
+    examples = load_settings(tmp_path / "catalog.toml").catalog.routers[0].training_examples
+    assert len(examples) >= 700 and {e.model for e in examples} == {"coder", "reasoner", "general"}
+    (tmp_path / "catalog.toml").write_text(roles.replace("coding = \"coder\", ", ""))   # "coding" left unmapped
+    with pytest.raises(ConfigError, match="'coding' is not one of the candidates"):
+        load_settings(tmp_path / "catalog.toml")
+    (tmp_path / "catalog.toml").write_text(roles.replace("builtin:roles", "builtin:poems"))
+    with pytest.raises(ConfigError, match=r"routers\[0\]\.training: .*poems\.jsonl"):
+        load_settings(tmp_path / "catalog.toml")
