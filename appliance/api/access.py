@@ -5,7 +5,9 @@ probes and the web UI's static files, whatever the dialect, so an endpoint added
 covered without a line of its own:
 
 - the key (`Authorization: Bearer` or `x-api-key`) is hashed and looked up in memory:
-  401 for a missing, unknown, revoked or expired key while any key exists;
+  401 for a missing, unknown, revoked or expired key while any key exists (a secret that
+  found a key keeps its hash in a bounded cache, `DIGESTS_MAX`: the lookup itself is
+  still made on every request, so a revocation or rotation counts at once);
 - `req.context.caller` is the `Caller` (key name, admin flag, allowlists) for resources;
   `/admin/...` needs an admin key (`require_admin` says the same for a resource that wants
   it explicitly);
@@ -27,6 +29,7 @@ error table's log line, which names the key too (`logs.key_name`).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -37,7 +40,10 @@ from appliance.api.middleware import is_ui_shell
 from appliance.domain.access import ANONYMOUS, AccessControl, AuditEvent, Caller
 from appliance.domain.errors import ApplianceError, Forbidden, RateLimited, Unauthorized
 
+log = logging.getLogger(__name__)
+
 _OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+DIGESTS_MAX: Final = 1024   # secrets that found a key, whose SHA-256 is kept (emptied when full)
 ADMIN_PREFIX: Final = "/admin"
 _DENIALS: Final = (Unauthorized, Forbidden, RateLimited)
 
@@ -46,12 +52,18 @@ def is_admin_path(path: str) -> bool:
     return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
 
 
-def presented_digest(req: falcon.asgi.Request) -> str | None:
-    """The SHA-256 of the key the request carries, or None when it carries none."""
+def presented_secret(req: falcon.asgi.Request) -> str:
+    """The key the request carries (`Authorization: Bearer` over `x-api-key`), or ""."""
     token = req.get_header("x-api-key") or ""
     auth = req.get_header("Authorization")
     if auth and auth[:7].lower() == "bearer ":
         token = auth[7:].strip()
+    return token
+
+
+def presented_digest(req: falcon.asgi.Request) -> str | None:
+    """The SHA-256 of the key the request carries, or None when it carries none."""
+    token = presented_secret(req)
     return hashlib.sha256(token.encode()).hexdigest() if token else None
 
 
@@ -107,17 +119,19 @@ def admit_chat(req: falcon.asgi.Request, model: str, body: dict[str, Any], *, co
     if guard is None:
         return
     caller = caller_of(req)
-    if caller.key is None:
+    key = caller.key
+    if key is None:
         return
     control = guard.control
-
-    def admit() -> None:
+    try:  # `checked`, written out: this runs on every chat
         control.check_model(caller, model)
-        if caller.key is not None and caller.key.tpm is not None:
+        if key.tpm is not None:
             limit = body.get("max_completion_tokens", body.get("max_tokens"))
             control.reserve(caller, correlation_id or req.context.cid, limit if isinstance(limit, int) else None,
                             (req.content_length or 0) // 4)
-    guard.checked(req, admit)
+    except _DENIALS as exc:
+        guard.deny(req, exc)
+        raise
 
 
 class AccessGuard:
@@ -125,6 +139,20 @@ class AccessGuard:
 
     def __init__(self, control: AccessControl) -> None:
         self.control = control
+        # secret -> its SHA-256, for secrets that found a key (so a flood of wrong ones cannot
+        # fill it). Found by the str's hash, randomised per process like the directory's own
+        # lookup by digest: a probe learns nothing from the time it takes.
+        self._digests: dict[str, str] = {}
+
+    def _digest(self, secret: str) -> str:
+        digest = self._digests.get(secret)
+        return digest if digest is not None else hashlib.sha256(secret.encode()).hexdigest()
+
+    def _remember(self, secret: str, digest: str) -> None:
+        if len(self._digests) >= DIGESTS_MAX:
+            log.info("key digest cache full: emptied", extra={"entries": len(self._digests)})
+            self._digests.clear()
+        self._digests[secret] = digest
 
     def checked(self, req: falcon.asgi.Request, check: Callable[[], None]) -> None:
         """Run `check`; a refusal is audited, then raised for the error table."""
@@ -155,18 +183,24 @@ class AccessGuard:
         if path in _OPEN_PATHS or is_ui_shell(path):
             return
         control = self.control
-
-        def admit() -> None:
-            caller = ctx.caller = control.authenticate(presented_digest(req))
-            if caller.key is not None:
-                logs.key_name.set(caller.key.name)
+        secret = presented_secret(req)
+        digest = self._digest(secret) if secret else None
+        try:  # `checked`, written out: this runs on every request
+            caller = ctx.caller = control.authenticate(digest)
+            key = caller.key
+            if key is not None:
+                logs.key_name.set(key.name)
+                if digest is not None and secret not in self._digests:
+                    self._remember(secret, digest)
             if is_admin_path(path):
                 require_admin(req)
             workspace = req.get_header("x-workspace")
             if workspace is not None:
                 control.check_workspace(caller, workspace)
             control.admit(caller, ctx.cid)
-        self.checked(req, admit)
+        except _DENIALS as exc:
+            self.deny(req, exc)
+            raise
 
     async def process_resource(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any,
                                params: dict[str, Any]) -> None:
@@ -181,8 +215,7 @@ class AccessGuard:
         caller: Caller | None = getattr(ctx, "caller", None)
         if caller is None or caller.key is None:
             return
-        for name, value in self.control.headers(caller):
-            resp.set_header(name, value)
+        resp.set_headers(self.control.headers(caller))
         if not getattr(ctx, "defer_log", False):  # a stream settles when it ends (its outcome)
             self.control.release(ctx.cid)
         if is_admin_path(req.path) and caller.admin:

@@ -115,12 +115,28 @@ class Limiter:
         prev, cur = self._counts(state, minute - 1)[i], self._counts(state, minute)[i]
         return prev * (1 - f) + cur, prev, cur, f
 
-    def _estimates(self, state: _KeyState, now: float) -> tuple[float, float]:
-        """Both sliding estimates (requests, tokens) at once: the serving path's one look."""
+    @staticmethod
+    def _estimates(state: _KeyState, now: float) -> tuple[float, float]:
+        """Both sliding estimates (requests, tokens) at once: the serving path's one look
+        (`_counts` of both windows, written out: it runs two to three times a request)."""
         minute = int(now // WINDOW_S)
         keep = 1 - (now % WINDOW_S) / WINDOW_S
-        pr, pt = self._counts(state, minute - 1)
-        cr, ct = self._counts(state, minute)
+        shared, pending = state.shared, state.pending
+        pr = pt = cr = ct = 0
+        if shared:
+            slot = shared.get(minute - 1)
+            if slot is not None:
+                pr, pt = slot
+            slot = shared.get(minute)
+            if slot is not None:
+                cr, ct = slot
+        if pending:
+            slot = pending.get(minute - 1)
+            if slot is not None:
+                pr, pt = pr + slot[0], pt + slot[1]
+            slot = pending.get(minute)
+            if slot is not None:
+                cr, ct = cr + slot[0], ct + slot[1]
         return pr * keep + cr, pt * keep + ct
 
     def _wait(self, state: _KeyState, now: float, i: int, limit: int, need: int) -> float:
@@ -224,7 +240,7 @@ class Limiter:
             requests, tokens = state.last[1], state.last[2]
         else:
             requests, tokens = self._estimates(state, now)
-        reset = duration(WINDOW_S - now % WINDOW_S)
+        reset = duration(WINDOW_S - now % WINDOW_S) if requests or tokens else "0ms"
         out: list[tuple[str, str]] = []
         if key.rpm is not None:
             out += [("x-ratelimit-limit-requests", str(key.rpm)),
@@ -262,7 +278,7 @@ class Limiter:
                 if m not in state.pending:
                     counts.append((name, m, 0, 0))
             counts += [(name, m, r, t) for m, (r, t) in state.pending.items()]
-            state.pending = {}
+            _move(state.pending, state.shared)  # still counted while the sync is in flight
             for old in [m for m in state.shared if m < minute - 1]:
                 del state.shared[old]
             if state.period is not None:
@@ -270,6 +286,8 @@ class Limiter:
                 if current not in state.spend_pending:
                     spend.append((name, current, 0.0))
             spend += [(name, p, u) for p, u in state.spend_pending.items()]
+            for p, u in state.spend_pending.items():
+                state.spend_shared[p] = state.spend_shared.get(p, 0.0) + u
             state.spend_pending = {}
         if read and watch:
             for name, key in watch.items():
@@ -299,12 +317,33 @@ class Limiter:
                 state.spend_shared = {period: usd}
 
     def restore(self, batch: SyncBatch) -> None:
-        """The store did not take the batch: its counts go back to `pending`, to be sent again."""
+        """The store did not take the batch: its counts go back from the totals to `pending`,
+        to be sent again."""
         for name, minute, requests, tokens in batch.counts:
             state = self._keys.get(name)
             if state is not None and (requests or tokens):
                 self._add(state, minute, requests, tokens)
+                shared = state.shared.get(minute)
+                if shared is not None:
+                    shared[0] -= requests
+                    shared[1] -= tokens
         for name, period, usd in batch.spend:
             state = self._keys.get(name)
             if state is not None and usd:
                 state.spend_pending[period] = state.spend_pending.get(period, 0.0) + usd
+                if period in state.spend_shared:
+                    state.spend_shared[period] -= usd
+
+
+def _move(pending: dict[int, list[int]], shared: dict[int, list[int]]) -> None:
+    """Add what `take` sends to the last totals, and empty `pending`: between `take` and
+    `absorb` (the store's round trip) a request must still see this worker's own counts, or
+    the key could overshoot by them every sync."""
+    for minute, (requests, tokens) in pending.items():
+        slot = shared.get(minute)
+        if slot is None:
+            shared[minute] = [requests, tokens]
+        else:
+            slot[0] += requests
+            slot[1] += tokens
+    pending.clear()

@@ -72,6 +72,23 @@ def test_sync_sends_deltas_and_takes_everyones_totals() -> None:
     assert ("other", int(clock.t // 60), 1, 0) in limiter.take().counts
 
 
+def test_counts_in_flight_to_the_store_still_count_and_a_failed_sync_does_not_count_them_twice() -> None:
+    clock = Clock()
+    limiter, k = Limiter(clock), key(rpm=2)
+    limiter.admit(k)
+    limiter.admit(k)
+    batch = limiter.take()               # the sync's round trip begins: not yet absorbed
+    with pytest.raises(RateLimited):
+        limiter.admit(k)
+    limiter.restore(batch)               # the store did not take them
+    with pytest.raises(RateLimited):
+        limiter.admit(k)
+    assert (k.name, int(clock.t // 60), 2, 0) in limiter.take().counts
+    clock.t += 120                       # both windows past: nothing was counted twice
+    limiter.admit(k)
+    limiter.admit(k)
+
+
 def test_a_worker_reads_the_totals_of_keys_it_has_not_used_so_their_first_request_is_judged_on_them() -> None:
     clock = Clock(60_000 * 60.0 + 30)
     minute, day = int(clock.t // 60), period_key("day", clock.t)
