@@ -45,6 +45,7 @@ from psycopg.types.json import Jsonb
 
 from appliance.config import KnowledgeSettings, Settings
 from appliance.db.migrate import migrate
+from appliance.db.token_codec import compact
 from appliance.embedded.postgres import EmbeddedPostgres
 from appliance.inference.wiring import Inference
 from appliance.rag.wiring import knowledge_service, knowledge_store
@@ -133,8 +134,9 @@ async def real_vectors(inference: Inference, texts: list[str], cache: Path, row:
 def load_corpus(url: str, texts: list[str], vectors: np.ndarray, row: Callable[[str], None],
                 token_vectors: bool, hnsw: tuple[int, int] = (24, 128)) -> None:
     """n chunks in workspace WS (10 per document), bulk: drop the HNSW index, COPY, re-index.
-    With `token_vectors`, each chunk also gets 200 synthetic int8 token vectors (77 kB, from a
-    pool of 256 random ones: only their size matters for latency), in an UNLOGGED table."""
+    With `token_vectors`, each chunk also gets 200 synthetic token vectors in the stored format
+    (`db/token_codec.compact`, as ingest writes them; from a pool of 256 random ones: only their
+    size and format matter for latency), in an UNLOGGED table."""
     n = len(texts)
     docs = (n + 9) // 10
     with psycopg.connect(url, autocommit=True) as conn:
@@ -161,15 +163,16 @@ def load_corpus(url: str, texts: list[str], vectors: np.ndarray, row: Callable[[
         if token_vectors:
             started = time.perf_counter()
             rng = np.random.default_rng(5)
-            pool = [rng.integers(-127, 128, size=200 * DIM, dtype=np.int8).tobytes() for _ in range(256)]
+            pool = [compact(rng.standard_normal((200, DIM)).astype(np.float32)) for _ in range(256)]
             conn.execute("ALTER TABLE chunk_token_vectors SET UNLOGGED")
             with conn.cursor() as cur, cur.copy(
-                    "COPY chunk_token_vectors (workspace, document_id, chunk_index, vectors)"
+                    "COPY chunk_token_vectors (workspace, document_id, chunk_index, vectors, format)"
                     " FROM STDIN WITH (FORMAT BINARY)") as copy:
-                copy.set_types(["text", "text", "int4", "bytea"])
-                for i in range(n):
-                    copy.write_row((WS, f"doc-{i // 10:06d}", i % 10, pool[i % 256]))
-            row(f"  COPY of {n} token-vector rows ({n * 200 * DIM / 1e9:.1f} GB): {time.perf_counter() - started:.1f} s")
+                copy.set_types(["text", "text", "int4", "bytea", "int2"])
+                for i in range(n):  # format 2: the store reads no other (sql/0004)
+                    copy.write_row((WS, f"doc-{i // 10:06d}", i % 10, pool[i % 256], 2))
+            size = sum(len(pool[i % 256]) for i in range(n))
+            row(f"  COPY of {n} token-vector rows ({size / 1e6:.0f} MB): {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '1GB'")
         conn.execute(HNSW.format(m=hnsw[0], ef_construction=hnsw[1]))
