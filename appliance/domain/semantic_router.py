@@ -96,6 +96,9 @@ class Decision:
     elapsed_ms: float
 
 
+TRAINING_SLICE: Final = 256   # training prompts per encoder call
+
+
 class PromptEncoder(Protocol):
     """Texts -> L2-normalised vectors, one per text, in input order (all the same length)."""
 
@@ -194,7 +197,10 @@ class SemanticRouter:
             by_card.setdefault(owner, []).append(vector)
         index = CardIndex(by_card, scoring=self.scoring, nearest=self.nearest, blocks=self.blocks)
         if self.training and self.trainer is not None:
-            learnt = await self.encoder.encode_cards([prompt for prompt, _ in self.training])
+            prompts = [prompt for prompt, _ in self.training]
+            learnt: list[list[float]] = []
+            for start in range(0, len(prompts), TRAINING_SLICE):  # within a service's inputs per call
+                learnt += await self.encoder.encode_cards(prompts[start:start + TRAINING_SLICE])
             self._model = await self.trainer.fit(learnt, [label for _, label in self.training])
         self._index = index
 

@@ -49,6 +49,17 @@ async def test_the_classifier_keeps_the_fit_filters_and_the_weights() -> None:
     assert (await weighted.choose("fix the code")).model == "coder"
 
 
+async def test_many_training_prompts_are_embedded_in_slices() -> None:
+    encoder = FakeEncoder()
+    many = TRAINING * 100   # 600
+    r = SemanticRouter("auto", WRONG_CARDS, "general", encoder, budget_ms=1000.0, training=many,
+                       trainer=LogisticTrainer())
+    await r.prepare()
+    sizes = [len(call) for call in encoder.cards]
+    assert sizes == [6, 256, 256, 88]   # the cards' texts, then the training prompts
+    assert (await r.choose("fix the code")).model == "coder"
+
+
 async def test_training_is_checked_when_the_router_is_built() -> None:
     with pytest.raises(ValueError, match="need a trainer"):
         SemanticRouter("auto", WRONG_CARDS, "general", FakeEncoder(), budget_ms=10.0, training=TRAINING)
