@@ -139,7 +139,7 @@ async def test_non_english_coding_prompts_land_near_the_coding_card(vectors: Pro
     catalog = tomllib.loads((ROOT / "tests/perf/routing_cards.toml").read_text())
     cards = [Card(m["id"], m["description"], tuple(m["examples"])) for m in catalog["models"]]
     router = SemanticRouter("auto", cards, "general", LocalPromptEncoder(vectors), budget_ms=1000.0,
-                            margin=float(catalog["routers"][0]["margin"]), blocks=PROMPT_BLOCKS)
+                            margin=tuple(catalog["routers"][0]["margin"]), blocks=PROMPT_BLOCKS)
     await router.prepare()
     decision = await router.choose(prompt)
     assert (decision.model, decision.defaulted) == ("coder", False), decision.reason

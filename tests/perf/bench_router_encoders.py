@@ -162,7 +162,7 @@ async def inline_vs_thread(reps: int) -> None:
     for label, enc in (("inline", LocalPromptEncoder(pv)), ("thread", LocalPromptEncoder(pv, executor)),
                        ("inline", LocalPromptEncoder(pv)), ("thread", LocalPromptEncoder(pv, executor))):
         router = SemanticRouter("auto", cards, "general", enc, budget_ms=1000.0,
-                                margin=float(catalog["routers"][0]["margin"]), blocks=PROMPT_BLOCKS)
+                                margin=tuple(catalog["routers"][0]["margin"]), blocks=PROMPT_BLOCKS)
         await router.prepare()
         lags: list[float] = []
         stop = asyncio.Event()
