@@ -36,6 +36,7 @@ from tests.perf.bench_vector_stores import (
     HNSW_EF_CONSTRUCTION,
     HNSW_M,
     K,
+    add_load_arguments,
     du,
     exact_top,
     fmt_ms,
@@ -113,11 +114,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--qps", default="10,100,1000")
-    parser.add_argument("--seconds", type=float, default=12.0)
-    parser.add_argument("--drain", type=float, default=20.0)
+    add_load_arguments(parser)
     parser.add_argument("--spread", type=float, default=1.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-qdrant-edge-") as tmp:

@@ -440,13 +440,19 @@ async def run(args: argparse.Namespace, url: str, pg_data: Path, tmp: Path) -> N
           f" ef_construction {HNSW_EF_CONSTRUCTION}, ef_search {EF_SEARCH}; chromadb {chromadb.__version__})")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The corpus and open-loop options every vector-store bench shares (bench_qdrant_edge too),
+    so their tables compare like with like."""
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=500, help="held-out queries (cycled through by the load)")
     parser.add_argument("--qps", default="10,100,1000", help="offered loads")
     parser.add_argument("--seconds", type=float, default=12.0, help="duration of each level")
     parser.add_argument("--drain", type=float, default=20.0, help="wait after a level's last send, at most")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add_load_arguments(parser)
     parser.add_argument("--pool", type=int, default=KnowledgeSettings().db_pool_max,
                         help="pgvector connections (DB_POOL_MAX)")
     parser.add_argument("--real-vectors", action="store_true",
