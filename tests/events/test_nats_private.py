@@ -64,13 +64,21 @@ async def test_written_frames_reach_a_subscriber_in_order_without_another_flush(
         await FrameWriter(writer).write(hpub_frame("appliance.test.frames", "", "id-1", b"first")
                                         + hpub_frame("appliance.test.frames", "the.reply", "id-2", b"second", "id-1"))
 
-        # Within a second: nats-server pings a new client about 2 s after it connects, and the
-        # client's answer would flush the frames too; before that only _flush_pending() can have.
+        # Handed to the socket within a few turns of the loop: nats-server pings a new client
+        # about 2 s after it connects, and the client's answer would flush the frames too; a few
+        # turns after write() only _flush_pending() can have. (No wall-clock window: a loaded
+        # 2-core CI box once took over a second to deliver them.)
+        for _ in range(20):
+            if writer._pending_data_size == 0:
+                break
+            await asyncio.sleep(0)
+        assert writer._pending_data_size == 0, ("frames queued with Client._send_command were still "
+                                                "pending after Client._flush_pending()")
         try:
-            await asyncio.wait_for(both.wait(), 1)
+            await asyncio.wait_for(both.wait(), 30)
         except TimeoutError:
-            raise AssertionError(f"frames queued with Client._send_command were not written after "
-                                 f"Client._flush_pending() ({len(got)} of 2 arrived)") from None
+            raise AssertionError(f"frames written to the socket did not reach a subscriber "
+                                 f"({len(got)} of 2 arrived)") from None
         assert [(m.data, m.reply, m.headers) for m in got] == [
             (b"first", "", {"Nats-Msg-Id": "id-1"}),
             (b"second", "the.reply", {"Nats-Msg-Id": "id-2", "Nats-Expected-Last-Msg-Id": "id-1"})]
