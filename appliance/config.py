@@ -35,6 +35,10 @@ class KnowledgeSettings(Strict):
     embed_batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
     embed_threads: Annotated[int, Field(ge=0, le=256)] = 0
     embed_max_inputs: Annotated[int, Field(ge=1)] = 2048
+    # Run the embedder's matrix products in 8 bits: a copy of the model derived once and kept
+    # in model_cache_dir (inference/int8_matmul.py; docs/knowledge.md has speed and quality).
+    embed_int8: bool = False
+    model_cache_dir: Path | None = None   # default: <state_dir>/models
     rerank_model_path: Path | None = None
     rerank_kind: Literal["maxsim", "cross-encoder", "colbert"] = "maxsim"
     # inference package: FP32 fallback for an INT8 model, ids, executor bounds
@@ -274,6 +278,11 @@ class Settings(BaseSettings):
     # Serve on a non-loopback address with no API keys at all (anyone who reaches it can use it).
     allow_no_keys: bool = False
     catalog: Catalog = Catalog()
+
+    @property
+    def models_dir(self) -> Path:
+        """Where models derived on this host are kept (the embedder's 8-bit copy)."""
+        return self.knowledge.model_cache_dir or self.state_dir / "models"
 
     @property
     def events_on(self) -> bool:

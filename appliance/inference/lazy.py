@@ -62,8 +62,9 @@ def _return_freed_memory() -> None:
 
 
 class LocalModelsLoader:
-    def __init__(self, knowledge: KnowledgeSettings) -> None:
+    def __init__(self, knowledge: KnowledgeSettings, models_dir: Path | None = None) -> None:
         self.knowledge = knowledge
+        self.models_dir = models_dir
         self.files = embedder_files(knowledge)
         self._lock = threading.Lock()        # held while loading or releasing (in a thread)
         self._use_lock = threading.Lock()    # counters only: taken on the event loop, never for long
@@ -112,7 +113,7 @@ class LocalModelsLoader:
                 # Imported here: onnxruntime comes with it, and only a fallback needs it.
                 from appliance.inference.local import load_local_models
 
-                self._models = load_local_models(self.knowledge)
+                self._models = load_local_models(self.knowledge, self.models_dir)
                 self.loads += 1
             return self._models
 

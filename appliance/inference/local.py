@@ -8,7 +8,9 @@ files with the same settings.
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from appliance.config import KnowledgeSettings
 from appliance.domain.ports import Reranker
@@ -16,9 +18,15 @@ from appliance.inference.cross_encoder import CrossEncoderReranker, CrossEncoder
 from appliance.inference.embedder import OnnxEmbedder
 from appliance.inference.encoder import TextEncoder
 from appliance.inference.executor import BoundedExecutor
+from appliance.inference.int8_matmul import DerivationFailed, int8_copy
 from appliance.inference.maxsim import MaxSimReranker
-from appliance.inference.model_files import ModelFilesMissing, embedder_files, tokenizer_beside
-from appliance.inference.session import open_session
+from appliance.inference.model_files import (
+    ModelFiles,
+    ModelFilesMissing,
+    embedder_files,
+    tokenizer_beside,
+)
+from appliance.inference.session import EncoderSession, ModelLoadError, open_session
 from appliance.inference.tokenization import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -39,11 +47,26 @@ class LocalModels:
             self.executor.close()
 
 
-def load_local_models(knowledge: KnowledgeSettings) -> LocalModels:
+def _embedder_session(files: ModelFiles, knowledge: KnowledgeSettings, models_dir: Path | None) -> EncoderSession:
+    """The packaged model's session, or with `embed_int8` its 8-bit copy's. When the copy
+    cannot be made or run here, one warning and the packaged model: embeddings still work,
+    at float32 speed."""
+    if knowledge.embed_int8:
+        cache = models_dir or knowledge.model_cache_dir or Path(tempfile.gettempdir()) / "appliance-models"
+        try:
+            return open_session(int8_copy(files.model, cache.expanduser()), knowledge.embed_threads)
+        except (DerivationFailed, ModelLoadError, OSError) as exc:
+            log.warning("embed_int8: no 8-bit copy of %s (%s); embedding with it as it is", files.model, exc)
+    return open_session(files.model, knowledge.embed_threads, files.fp32_model)
+
+
+def load_local_models(knowledge: KnowledgeSettings, models_dir: Path | None = None) -> LocalModels:
     """Load the embedder and the configured reranker (blocking: call before serving or in a
-    thread). Raises `ModelFilesMissing` or `ModelLoadError` with a one-line message."""
+    thread). Raises `ModelFilesMissing` or `ModelLoadError` with a one-line message.
+    `models_dir`: where derived models are kept (`Settings.models_dir`; tools and tests
+    without a state dir leave it to `model_cache_dir`, else a temporary directory)."""
     files = embedder_files(knowledge)
-    session = open_session(files.model, knowledge.embed_threads, files.fp32_model)
+    session = _embedder_session(files, knowledge, models_dir)
     tokenizer = TextTokenizer(files.tokenizer, knowledge.embed_max_seq_len)
     encoder = TextEncoder(session, tokenizer, knowledge.embed_batch_size)
     executor = BoundedExecutor(knowledge.inference_workers, knowledge.inference_queue_max)

@@ -74,7 +74,8 @@ class InferenceServer:
     async def start(self) -> None:
         cfg = self.settings.inference
         if self.models is None:
-            self.models = await asyncio.to_thread(load_local_models, self.settings.knowledge)
+            self.models = await asyncio.to_thread(load_local_models, self.settings.knowledge,
+                                                    self.settings.models_dir)
         limit = cfg.max_message_bytes
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),

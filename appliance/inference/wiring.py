@@ -54,7 +54,7 @@ class Inference:
 
     def __init__(self, settings: Settings) -> None:
         try:
-            self.loader = LocalModelsLoader(settings.knowledge)
+            self.loader = LocalModelsLoader(settings.knowledge, settings.models_dir)
         except ModelFilesMissing as exc:
             raise ConfigError(f"config error: {exc}") from exc
         cfg = settings.inference

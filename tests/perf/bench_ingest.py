@@ -1,6 +1,7 @@
 """Ingest before and after, same pages, same run: chunks/s, CPU per chunk, bytes per chunk.
 
     python tests/perf/bench_ingest.py [--pages 40] [--max-chars 4000] [--base /tmp/kn-base] [--rounds 2]
+                                      [--after-env APPLIANCE_KNOWLEDGE__EMBED_INT8=true ...]
 
 "Before" is a copy of the committed code (`git archive HEAD | tar -x -C /tmp/kn-base`), run
 from there; "after" is this tree. Each run is a child process with its own embedded
@@ -90,8 +91,8 @@ with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, EmbeddedPostgre
 '''
 
 
-def run_tree(tree: Path, docs_file: Path) -> dict[str, object]:
-    env = dict(os.environ, PYTHONPATH=str(tree), APPLIANCE_SQL_DIR=str(tree / "sql"))
+def run_tree(tree: Path, docs_file: Path, extra_env: dict[str, str]) -> dict[str, object]:
+    env = dict(os.environ, PYTHONPATH=str(tree), APPLIANCE_SQL_DIR=str(tree / "sql"), **extra_env)
     proc = subprocess.run([sys.executable, "-c", WORKER, str(docs_file)], cwd=tree, env=env,
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -106,7 +107,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--base", default="/tmp/kn-base", help="a copy of the code to compare with")
     parser.add_argument("--corpus-cache", default=str(Path.home() / ".cache" / "appliance-bench" / "man"))
+    parser.add_argument("--after-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for this tree's runs only (derived models go to a temporary cache)")
     args = parser.parse_args()
+    after_env = dict(item.split("=", 1) for item in args.after_env)
+    if after_env:
+        after_env.setdefault("APPLIANCE_KNOWLEDGE__MODEL_CACHE_DIR", str(Path(tempfile.gettempdir()) / "bench-ingest-models"))
     sys.path.insert(0, str(HERE.parents[2]))
     from tests.perf.knowledge_corpus import corpus
 
@@ -120,7 +126,7 @@ def main() -> None:
         f.flush()
         for r in range(args.rounds):
             for name, tree in (list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]):
-                res = run_tree(tree, Path(f.name))
+                res = run_tree(tree, Path(f.name), after_env if tree == HERE.parents[2] else {})
                 results[name].append(res)
                 print(f"round {r + 1} {name}: {res['chunks']} chunks, "
                       f"{float(res['chunks']) / float(res['wall']):.1f} chunks/s", flush=True)  # type: ignore[arg-type]
