@@ -43,7 +43,7 @@ mkdir "$work/src"
 tar -C "$here" --exclude=__pycache__ -cf - pyproject.toml README.md appliance sql | tar -C "$work/src" -xf -
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheel" "$work/src"
 
-"$python" -m pip install --quiet --target "$work/site" "$work"/wheel/appliance-*.whl 2>&1 \
+"$python" -m pip install --quiet --no-compile --target "$work/site" "$work"/wheel/appliance-*.whl 2>&1 \
     | grep -v -e "dependency resolver does not currently" -e "requires .*, but you have" >&2 || true
 [ -d "$work/site/appliance" ] || { echo "build.sh: pip install failed" >&2; exit 1; }
 if [ "$embedded" = 0 ]; then

