@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
+from appliance.inference.session import first_line
+
 log = logging.getLogger(__name__)
 
 RECIPE: Final = "matmul-int8-per-channel-1"
@@ -41,19 +43,13 @@ def _quiet_advice(record: logging.LogRecord) -> bool:
     return "pre-processing before quantization" not in record.getMessage()
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cached_path(source: Path, cache_dir: Path) -> Path:
     """Where the 8-bit copy of `source` lives under `cache_dir` (derived or not)."""
     import onnxruntime as ort
 
-    key = hashlib.sha256(f"{_digest(source)}|{ort.__version__}|{RECIPE}".encode()).hexdigest()[:16]
+    with source.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    key = hashlib.sha256(f"{digest}|{ort.__version__}|{RECIPE}".encode()).hexdigest()[:16]
     stem = source.parent.name if source.stem == "model" else source.stem
     return cache_dir / f"{stem}-{RECIPE}-{key}.onnx"
 
@@ -88,7 +84,7 @@ def int8_copy(source: Path, cache_dir: Path) -> Path:
             finally:
                 root.removeFilter(_quiet_advice)
         except Exception as exc:  # onnxruntime and onnx raise their own hierarchies
-            raise DerivationFailed(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+            raise DerivationFailed(f"{type(exc).__name__}: {first_line(exc)}") from exc
         os.replace(out, target)
     log.info("embedder's 8-bit copy derived", extra={"source": str(source), "path": str(target)})
     return target

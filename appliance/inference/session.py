@@ -61,7 +61,7 @@ class EncoderSession:
             out = self._session.run([self.output_name], feeds)[0]
         except Exception as exc:  # onnxruntime's own error classes, not importable as a stable API
             raise DependencyUnavailable(f"the in-process model {self.path.name} failed: "
-                                        f"{str(exc).splitlines()[0][:200]}") from exc
+                                        f"{first_line(exc)}") from exc
         return np.asarray(out, dtype=np.float32)
 
     def probe(self) -> int:
@@ -70,6 +70,13 @@ class EncoderSession:
         ids[0, 0], ids[0, -1] = 101, 102
         out = self.run(ids, np.ones_like(ids), np.zeros_like(ids))
         return int(out.shape[-1])
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message for one log or error line: its first line, at most 200
+    characters, or its class name when it says nothing (onnxruntime's can be empty)."""
+    lines = str(exc).splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def open_session(model: Path, threads: int = 0, fp32_model: Path | None = None) -> EncoderSession:
@@ -87,7 +94,7 @@ def open_session(model: Path, threads: int = 0, fp32_model: Path | None = None) 
             raise ModelLoadError(f"cannot run {model} on this CPU: {exc}; "
                                  "set APPLIANCE_KNOWLEDGE__EMBED_FP32_MODEL_PATH to an FP32 export") from exc
         log.warning("model %s failed on this CPU (%s); falling back to FP32 model %s",
-                    model, str(exc).splitlines()[0][:200], fp32_model)
+                    model, first_line(exc), fp32_model)
     try:
         session = EncoderSession(fp32_model, threads)
         session.probe()

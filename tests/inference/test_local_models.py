@@ -149,3 +149,14 @@ async def test_more_inputs_than_a_batch_keep_order(local_models: LocalModels) ->
     for i in (0, 5, 33, 69):
         assert np.allclose(vectors[i], (await local_models.embedder.embed([texts[i]]))[0], atol=1e-4)
         assert tokens[i].shape[0] == len(local_models.embedder.tokenizer.encode(texts[i], add_special_tokens=False).ids)
+
+
+async def test_a_model_failure_without_a_message_is_still_a_503_not_a_crash(
+        local_models: LocalModels, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Silent:
+        def run(self, *_: object) -> None:
+            raise RuntimeError("")   # onnxruntime's errors can carry no text
+
+    monkeypatch.setattr(local_models.embedder.encoder.session, "_session", Silent())
+    with pytest.raises(DependencyUnavailable, match="failed: RuntimeError"):
+        await local_models.embedder.embed(["anything"])
