@@ -319,6 +319,10 @@ def load_catalog(path: Path) -> Catalog:
             if isinstance(names, dict):  # the file's labels -> this catalog's candidates
                 examples = [{**e, "model": names.get(e["model"], e["model"])} for e in examples]
             router["training_examples"] = [*router.get("training_examples", ()), *examples]
+        if isinstance(router, dict) and isinstance(router.get("unlabelled"), str):
+            where = f"routers[{i}].unlabelled"
+            prompts = [e["prompt"] for e in _labelled_prompts(_training_file(path, router["unlabelled"]), where)]
+            router["unlabelled_prompts"] = [*router.get("unlabelled_prompts", ()), *prompts]
     try:
         return Catalog.model_validate(raw)
     except ValidationError as exc:
@@ -329,8 +333,8 @@ BUILTIN_TRAINING: Final = "builtin:"
 
 
 def _training_file(catalog: Path, name: str) -> Path:
-    """A router's `training`: `builtin:NAME` (appliance/training/NAME.jsonl, shipped), or a
-    path relative to the catalog."""
+    """A router's `training` or `unlabelled`: `builtin:NAME` (appliance/training/NAME.jsonl,
+    shipped), or a path relative to the catalog."""
     if name.startswith(BUILTIN_TRAINING):
         return Path(str(resources.files("appliance") / "training" / f"{name.removeprefix(BUILTIN_TRAINING)}.jsonl"))
     return catalog.parent / Path(name).expanduser()

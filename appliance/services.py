@@ -183,7 +183,8 @@ def build_routers(settings: Settings, inference: Inference) -> dict[str, Semanti
                                        weights=r.weights.model_dump() if r.weights else None,
                                        max_cost_per_mtok=r.max_cost_per_mtok, margin=r.margin,
                                        scoring=r.scoring, blocks=PROMPT_BLOCKS, training=training,
-                                       trainer=LogisticTrainer() if training else None)
+                                       unlabelled=r.unlabelled_prompts,
+                                       trainer=LogisticTrainer() if training or r.unlabelled_prompts else None)
     return routers
 
 

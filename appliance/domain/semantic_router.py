@@ -25,6 +25,11 @@ docs/routing.md.
 - With `training` (labelled prompts) and a `trainer`, a classifier learnt from them at
   `prepare()` scores the prompt instead of the cards (`prompt_classifier.py`): each fitting
   candidate's probability, the highest wins (no margin); weights apply to it as to a similarity.
+- With `unlabelled` (prompts without labels) and a `trainer`, the router teaches itself: at
+  `prepare()` the cards label each of those prompts as they would route it (scores and margin,
+  no fit filters), and the classifier learns from the cards' own texts and those prompts. The
+  cards stay the only source of labels; a classifier over a few hundred prompts the cards
+  labelled routes better than the cards themselves (docs/routing.md, "Teaching itself").
 - Fail open: `choose()` never raises. An encoder error, a result past `budget_ms`, an empty
   prompt or no fitting candidate all return the default, with the reason, `defaulted=True`.
 
@@ -129,13 +134,14 @@ class SemanticRouter:
                  budget_ms: float, weights: Weights | Mapping[str, float] | None = None,
                  max_cost_per_mtok: float | None = None, margin: float | Sequence[float] = 0.0,
                  scoring: Scoring = "nearest", nearest: int = 2, blocks: Sequence[Block] | None = None,
-                 training: Sequence[tuple[str, str]] = (), trainer: PromptTrainer | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 training: Sequence[tuple[str, str]] = (), unlabelled: Sequence[str] = (),
+                 trainer: PromptTrainer | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         """`blocks`: the parts of the encoder's vector that come from different models
         (`prompt_encoder.PROMPT_BLOCKS`), scored apart by `scoring="nearest"`; None is one
         sentence block. `nearest`: how many of a card's texts count in a sentence block.
         `margin`: one for the whole vector, or one per block. `training`: (prompt, candidate)
-        pairs for `trainer` to learn a classifier from, every candidate among them."""
+        pairs for `trainer` to learn a classifier from, every candidate among them. `unlabelled`:
+        prompts the cards label for `trainer` instead (one or the other, not both)."""
         ids = [c.id for c in cards]
         if not ids:
             raise ValueError(f"router {id!r} has no candidates")
@@ -153,7 +159,9 @@ class SemanticRouter:
             raise ValueError(f"router {id!r}: nearest must be >= 1")
         if scoring not in SCORINGS:
             raise ValueError(f"router {id!r}: unknown scoring {scoring!r} (expected {', '.join(SCORINGS)})")
-        if training and trainer is None:
+        if training and unlabelled:
+            raise ValueError(f"router {id!r}: give training prompts or unlabelled ones, not both")
+        if (training or unlabelled) and trainer is None:
             raise ValueError(f"router {id!r}: training prompts need a trainer")
         if training and {label for _, label in training} != set(ids):
             raise ValueError(f"router {id!r}: training prompts must name each candidate and nothing else")
@@ -169,6 +177,7 @@ class SemanticRouter:
         self.nearest = nearest
         self.blocks = tuple(blocks) if blocks else None
         self.training = tuple(training)
+        self.unlabelled = tuple(unlabelled)
         self.trainer = trainer
         self._model: LinearModel | None = None
         self._clock = clock
@@ -196,13 +205,29 @@ class SemanticRouter:
         for owner, vector in zip(owners, vectors, strict=True):
             by_card.setdefault(owner, []).append(vector)
         index = CardIndex(by_card, scoring=self.scoring, nearest=self.nearest, blocks=self.blocks)
-        if self.training and self.trainer is not None:
-            prompts = [prompt for prompt, _ in self.training]
-            learnt: list[list[float]] = []
-            for start in range(0, len(prompts), TRAINING_SLICE):  # within a service's inputs per call
-                learnt += await self.encoder.encode_cards(prompts[start:start + TRAINING_SLICE])
+        if self.trainer is not None and self.training:
+            learnt = await self._embed_all([prompt for prompt, _ in self.training])
             self._model = await self.trainer.fit(learnt, [label for _, label in self.training])
+        elif self.trainer is not None and self.unlabelled:
+            pool = [v for v in await self._embed_all(self.unlabelled) if any(v)]   # a zero vector says nothing
+            labels = [self._card_choice(index, v) for v in pool]
+            self._model = await self.trainer.fit([*vectors, *pool], [*owners, *labels])
         self._index = index
+
+    async def _embed_all(self, prompts: Sequence[str]) -> list[list[float]]:
+        """Prompts to learn from, embedded as cards are (whole, no budget), in slices within a
+        service's inputs per call."""
+        out: list[list[float]] = []
+        for start in range(0, len(prompts), TRAINING_SLICE):
+            out += await self.encoder.encode_cards(prompts[start:start + TRAINING_SLICE])
+        return out
+
+    def _card_choice(self, index: CardIndex, vector: Sequence[float]) -> str:
+        """The candidate the cards alone would pick for `vector` (scores and margin, every
+        candidate): the label a prompt without one learns under."""
+        scores = index.scores(vector, [c.id for c in self.cards])
+        scores[self.default] += self._margin(index, vector)
+        return max(scores, key=scores.__getitem__)
 
     def fits(self, card: Card, prompt_tokens: int | None) -> bool:
         if prompt_tokens is not None and card.context_length is not None and prompt_tokens > card.context_length:

@@ -22,12 +22,13 @@ from tests.procs import ROOT
 
 CODING = "Fix the bug in this Python function: def mean(xs): return sum(xs) / len(xs) - 1"
 GENERAL = "Suggest a nice name for my new kitten"
+REASONING = "A bat and a ball cost 1.10 together; the bat costs 1.00 more than the ball. What does the ball cost?"
 
 
 MODEL_OF = {"coding": "coder", "reasoning": "reasoner", "general": "general"}
 
 
-def catalog(llm_port: int, training: Path | None = None) -> str:
+def catalog(llm_port: int, training: Path | None = None, unlabelled: Path | None = None) -> str:
     cards = tomllib.loads((ROOT / "tests" / "perf" / "routing_cards.toml").read_text())
     out = [f'[[backends]]\nname = "local"\nkind = "vllm"\nbase_url = "http://127.0.0.1:{llm_port}/v1"\n']
     for model in cards["models"]:
@@ -41,6 +42,10 @@ def catalog(llm_port: int, training: Path | None = None) -> str:
     if training is not None:
         out.append(f'[[routers]]\nid = "learnt"\ncandidates = {json.dumps(router["candidates"])}\n'
                    f'default = "{router["default"]}"\nbudget_ms = 1000\ntraining = {json.dumps(str(training))}\n')
+    if unlabelled is not None:
+        out.append(f'[[routers]]\nid = "taught"\ncandidates = {json.dumps(router["candidates"])}\n'
+                   f'default = "{router["default"]}"\nmargin = {router["margin"]}\nbudget_ms = 1000\n'
+                   f'unlabelled = {json.dumps(str(unlabelled))}\n')
     return "\n".join(out)
 
 
@@ -53,10 +58,18 @@ def training_file(folder: Path) -> Path:
     return path
 
 
+def unlabelled_file(folder: Path) -> Path:
+    """The same 90 prompts with their labels dropped: the router's cards label them."""
+    path = folder / "unlabelled.jsonl"
+    path.write_text("".join(json.dumps({"prompt": json.loads(line)["prompt"]}) + "\n"
+                            for line in training_file(folder).read_text().splitlines()))
+    return path
+
+
 @pytest.fixture(scope="module")
 def gw(fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     folder = tmp_path_factory.mktemp("routers")
-    g = start_gateway(folder, catalog(fake_llm.port, training_file(folder)))
+    g = start_gateway(folder, catalog(fake_llm.port, training_file(folder), unlabelled_file(folder)))
     try:
         yield g
     finally:
@@ -85,6 +98,15 @@ def test_a_router_with_training_prompts_decides_by_what_it_learnt(gw: Gateway, l
     raw = client.chat.completions.with_raw_response.create(
         model="learnt", messages=[{"role": "user", "content": GENERAL}])
     assert raw.headers["x-appliance-selected-model"] == "general"
+
+
+def test_a_router_given_unlabelled_prompts_decides_by_what_its_cards_taught_it(gw: Gateway, llm: FakeLLM) -> None:
+    client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+    for prompt, chosen in ((CODING, "coder"), (GENERAL, "general"), (REASONING, "reasoner")):
+        raw = client.chat.completions.with_raw_response.create(
+            model="taught", messages=[{"role": "user", "content": prompt}])
+        assert raw.headers["x-appliance-selected-model"] == chosen and raw.parse().model == "taught"
+        assert raw.headers["x-appliance-route-reason"].startswith("p ")
 
 
 def test_anthropic_and_ollama_clients_can_ask_for_auto(gw: Gateway, llm: FakeLLM) -> None:

@@ -20,6 +20,11 @@ each, plus the `auto` router's default, scoring and margin). Prints, for
             no budget),
 - keywords: coding and reasoning keyword lists, prompts over 400 characters count as
             reasoning, else general (the predecessor the issue describes),
+- classifier:  logistic regression learnt from the labelled prompts of every set but the
+            newest present (`training`); the newest is its held-out figure,
+- self-taught: the same prompts with their labels dropped (`unlabelled`): the cards label
+            each as the router would route it, and the classifier learns from the cards'
+            texts and those prompts; the cards stay the only labels; timed at the budget too,
 
 accuracy (all, the dev and test halves, English and not), per-class precision and recall,
 the confusion matrix, and p50/p99 decision time over `rounds` passes (wall clock, and the
@@ -63,8 +68,9 @@ HERE = Path(__file__).resolve().parent
 # held-out sets, each written after the method of its day was fixed and frozen before any
 # method was tried on it; reported apart, nothing tuned on them (docs/routing.md)
 FRESH_FILES = {"fresh held-out": "routing_prompts_fresh.jsonl", "fresh2 held-out": "routing_prompts_fresh2.jsonl",
-               "fresh3 held-out": "routing_prompts_fresh3.jsonl"}
-# the classifier learns from every set but the last present: that one is its held-out figure
+               "fresh3 held-out": "routing_prompts_fresh3.jsonl", "fresh4 held-out": "routing_prompts_fresh4.jsonl"}
+# the classifier learns from every set but the last present, and the self-taught router from
+# the same prompts without their labels: that last set is their held-out figure
 LABELS = ("coding", "reasoning", "general")
 BEFORE_MARGIN = 0.045   # the router before: one margin for both halves
 MODEL_OF = {"coding": "coder", "reasoning": "reasoner", "general": "general"}
@@ -368,7 +374,7 @@ async def main_async(args: argparse.Namespace) -> None:
     cen_pred, cen_times, _ = await run_router(centroid, prompts, 1)
     cos_pred, cos_times, _ = await run_router(cosine, prompts, 1)
     scoring_ms = await time_scoring(encoder, blocks, cards, prompts)
-    learnt = None
+    learnt = self_teach = None
     if fresh and args.encoder == "hybrid":
         from appliance.inference.prompt_trainer import LogisticTrainer
 
@@ -380,6 +386,19 @@ async def main_async(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         await classifier.prepare()
         learnt = (len(taught), fresh[-1][0], time.perf_counter() - t0, await run_router(classifier, prompts, 1))
+        # the cards teaching themselves: the same prompts, their labels dropped (the cards label them)
+        self_taught = SemanticRouter(router_cfg["id"], cards, router_cfg["default"], encoder, budget_ms=budget,
+                                     margin=margin, scoring=scoring, blocks=blocks,
+                                     unlabelled=[r["prompt"] for r in taught], trainer=LogisticTrainer())
+        t0 = time.perf_counter()
+        await self_taught.prepare()
+        taught_s = time.perf_counter() - t0
+        (st_pred, st_times, st_defaulted, st_cpu), = await run_interleaved([self_taught], prompts, args.rounds)
+        unbounded_st = SemanticRouter(router_cfg["id"], cards, router_cfg["default"], encoder, budget_ms=1e9,
+                                      margin=margin, scoring=scoring, blocks=blocks,
+                                      unlabelled=self_taught.unlabelled, trainer=LogisticTrainer())
+        st_free, _, _ = await run_router(unbounded_st, prompts, 1)
+        self_teach = (len(taught), fresh[-1][0], taught_s, st_pred, st_times, st_defaulted, st_cpu, st_free)
     kw_times: list[float] = []
     kw_pred = []
     for prompt in prompts:
@@ -419,6 +438,13 @@ async def main_async(args: argparse.Namespace) -> None:
         report(f"classifier learnt from {taught_n} labelled prompts (all but {held_name}: their figures are "
                f"its training accuracy; {held_name} is held out), prepared in {fit_s:.1f} s, no budget",
                gold, cls_pred, rows, cls_times, fresh)
+    if self_teach is not None:
+        taught_n, held_name, taught_s, st_pred, st_times, st_defaulted, st_cpu, st_free = self_teach
+        name = (f"self-taught: cards + {taught_n} prompts without labels (all but {held_name}), labelled by "
+                f"the cards, prepared in {taught_s:.1f} s")
+        report(f"{name}; first pass at the budget", gold, st_pred, rows, st_times, fresh)
+        print(f"defaulted by budget or error: {st_defaulted} of {len(st_times)}; decision CPU ms {quantiles(st_cpu)}")
+        report(f"{name}; no budget", gold, st_free, rows, None, fresh)
     report(f"centroid of description + examples ({args.encoder}, margin 0.02, no budget)", gold, cen_pred, rows,
            cen_times, fresh)
     report(f"cosine to description ({args.encoder}, no budget)", gold, cos_pred, rows, cos_times, fresh)

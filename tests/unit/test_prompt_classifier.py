@@ -1,9 +1,11 @@
-"""A router that learns from labelled prompts: the classifier replaces the cards' scores,
-keeps the fit filters and the fail-open rules, and a catalog's training file is checked."""
+"""A router that learns from labelled prompts, or from prompts its own cards label: the
+classifier replaces the cards' scores, keeps the fit filters and the fail-open rules, and a
+catalog's training or unlabelled file is checked."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,45 @@ async def test_training_is_checked_when_the_router_is_built() -> None:
     with pytest.raises(ValueError, match="each candidate"):
         SemanticRouter("auto", WRONG_CARDS, "general", FakeEncoder(), budget_ms=10.0,
                        training=TRAINING[:4], trainer=LogisticTrainer())
+
+
+class RecordingTrainer(LogisticTrainer):
+    def __init__(self) -> None:
+        self.seen: list[tuple[list[list[float]], list[str]]] = []
+
+    async def fit(self, vectors: Sequence[Sequence[float]], labels: Sequence[str]) -> LinearModel:
+        self.seen.append(([list(v) for v in vectors], list(labels)))
+        return await super().fit(vectors, labels)
+
+
+CARDS = [Card("coder", "code", ("fix this code",)), Card("reasoner", "math", ("prove this math",)),
+         Card("general", "chat", ("chat with me",))]
+
+
+async def test_unlabelled_prompts_are_labelled_by_the_cards_and_learnt_from() -> None:
+    trainer = RecordingTrainer()
+    pool = ["the code crashes", "math homework", "a chat", "hello there",   # no topic: a zero vector
+            "code and chat"]                                               # a tie: the default's margin keeps it
+    r = SemanticRouter("auto", CARDS, "general", FakeEncoder(), budget_ms=1000.0, margin=0.1,
+                       unlabelled=pool, trainer=trainer)
+    await r.prepare()
+    [(vectors, labels)] = trainer.seen
+    # the cards' own six texts under their cards, then the pool as the cards route it, "hello there" left out
+    assert labels == ["coder", "coder", "reasoner", "reasoner", "general", "general",
+                      "coder", "reasoner", "general", "general"]
+    assert len(vectors) == 10 and all(any(v) for v in vectors)
+    d = await r.choose("please fix the code")
+    assert (d.model, d.defaulted) == ("coder", False) and d.reason.startswith("p 0.")
+    assert (await r.choose("some math")).model == "reasoner"
+    assert (await r.choose("chat chat")).model == "general"
+
+
+async def test_a_router_learns_from_labels_or_from_unlabelled_prompts_not_both() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        SemanticRouter("auto", WRONG_CARDS, "general", FakeEncoder(), budget_ms=10.0, training=TRAINING,
+                       unlabelled=["fix it"], trainer=LogisticTrainer())
+    with pytest.raises(ValueError, match="need a trainer"):
+        SemanticRouter("auto", WRONG_CARDS, "general", FakeEncoder(), budget_ms=10.0, unlabelled=["fix it"])
 
 
 def test_logistic_regression_separates_and_the_model_applies_in_plain_python() -> None:
@@ -151,4 +192,27 @@ def test_the_shipped_roles_map_onto_a_catalogs_candidates(tmp_path: Path) -> Non
         load_settings(tmp_path / "catalog.toml")
     (tmp_path / "catalog.toml").write_text(roles.replace("builtin:roles", "builtin:poems"))
     with pytest.raises(ConfigError, match=r"routers\[0\]\.training: .*poems\.jsonl"):
+        load_settings(tmp_path / "catalog.toml")
+
+
+def test_unlabelled_prompts_are_read_from_a_file_or_the_shipped_roles(tmp_path: Path) -> None:
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "pool.jsonl").write_text(
+        json.dumps({"prompt": "fix my code"}) + "\n\n" + json.dumps({"prompt": "hi", "model": "ignored"}) + "\n")
+    unlabelled = CATALOG.replace('training = "examples/auto.jsonl"', 'unlabelled = "examples/pool.jsonl"')
+    (tmp_path / "catalog.toml").write_text(unlabelled)
+    router = load_settings(tmp_path / "catalog.toml").catalog.routers[0]
+    assert router.unlabelled_prompts == ("fix my code", "hi") and router.training_examples == ()
+    (tmp_path / "catalog.toml").write_text(unlabelled.replace("examples/pool.jsonl", "builtin:roles"))
+    prompts = load_settings(tmp_path / "catalog.toml").catalog.routers[0].unlabelled_prompts
+    assert len(prompts) >= 700 and len(set(prompts)) == len(prompts)
+    (tmp_path / "examples" / "auto.jsonl").write_text(
+        json.dumps({"prompt": "fix", "model": "coder"}) + "\n" + json.dumps({"prompt": "hi", "model": "general"}) + "\n")
+    (tmp_path / "catalog.toml").write_text(CATALOG.replace('training = "examples/auto.jsonl"',
+                                                           'training = "examples/auto.jsonl"\nunlabelled = "builtin:roles"'))
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path / "catalog.toml")
+    assert "routers[0].unlabelled: a router learns from training or from unlabelled prompts, not both" in str(err.value)
+    (tmp_path / "catalog.toml").write_text(unlabelled.replace("examples/pool.jsonl", "examples/none.jsonl"))
+    with pytest.raises(ConfigError, match=r"routers\[0\]\.unlabelled: .*none\.jsonl"):
         load_settings(tmp_path / "catalog.toml")
