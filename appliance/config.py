@@ -278,6 +278,10 @@ class Settings(BaseSettings):
     # Serve on a non-loopback address with no API keys at all (anyone who reaches it can use it).
     allow_no_keys: bool = False
     catalog: Catalog = Catalog()
+    # The validated catalog as JSON, written by `serve` and `up` for their workers and children
+    # (`server.worker_env`); it replaces `catalog`. A file, because a router's shipped prompts
+    # alone outgrow the 128 KiB an environment variable may hold.
+    catalog_file: Path | None = None
 
     @property
     def models_dir(self) -> Path:
@@ -369,6 +373,8 @@ def load_settings(config: Path | None = None, env_file: Path | None = None, **ov
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, env=True)) from exc
     path = config or settings.config
+    if path is None and settings.catalog_file is not None:
+        return settings.model_copy(update={"catalog": read_catalog_snapshot(settings.catalog_file)})
     if path is None:
         return settings
     return settings.model_copy(update={"config": path, "catalog": load_catalog(path)})
@@ -393,3 +399,25 @@ def read_secret(name: str | None, credential: str | None = None) -> str | None:
     if name:
         return os.environ.get(name)
     return None
+
+
+def read_catalog_snapshot(path: Path) -> Catalog:
+    """The catalog `write_catalog_snapshot` wrote: validated again, it is only JSON on disk."""
+    try:
+        return Catalog.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"config error: APPLIANCE_CATALOG_FILE: {path}: {exc.strerror or exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc).replace("config error: ", f"config error: {path}: ", 1)) from exc
+
+
+def write_catalog_snapshot(settings: Settings) -> Path:
+    """`settings.catalog` as JSON under the state dir, for the processes this one starts (they
+    never re-read the TOML, which may have changed since): written whole, then renamed."""
+    path = settings.state_dir / "catalog.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".catalog.json.{os.getpid()}")
+    partial.write_text(settings.catalog.model_dump_json(), encoding="utf-8")
+    partial.chmod(0o600)   # key hashes and backends' addresses: the owner's only
+    partial.replace(path)
+    return path

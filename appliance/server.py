@@ -12,7 +12,7 @@ from granian.constants import Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 
 from appliance import logs, signals
-from appliance.config import Settings
+from appliance.config import Settings, write_catalog_snapshot
 from appliance.events.relay_process import RelaySupervisor
 from appliance.inference import host_service
 
@@ -21,11 +21,12 @@ log = logging.getLogger(__name__)
 
 def worker_env(settings: Settings, inference_url: str | None = None) -> dict[str, str]:
     """What a worker needs to rebuild the same settings: command-line overrides, and the
-    catalog as validated here (JSON), so workers never re-read a file that may have changed
-    and see what `appliance up` added to it; `inference_url`, the host service's socket."""
+    catalog as validated here (a JSON file under the state dir), so workers never re-read a
+    file that may have changed and see what `appliance up` added to it; `inference_url`, the
+    host service's socket."""
     env = {"APPLIANCE_HOST": settings.host, "APPLIANCE_PORT": str(settings.port),
            "APPLIANCE_WORKERS": str(settings.workers), "APPLIANCE_STATE_DIR": str(settings.state_dir),
-           "APPLIANCE_CATALOG": settings.catalog.model_dump_json()}
+           "APPLIANCE_CATALOG_FILE": str(write_catalog_snapshot(settings))}
     if settings.database_url:
         env["APPLIANCE_DATABASE_URL"] = settings.database_url
     if settings.nats_url:

@@ -92,3 +92,40 @@ def test_secrets_come_from_systemd_credentials_first(tmp_path: Path, monkeypatch
     assert read_secret("VLLM_API_KEY", "vllm-key") == "from-credential"
     assert read_secret("VLLM_API_KEY", "missing") == "from-env"
     assert read_secret(None, None) is None
+
+
+ROUTED = GOOD + """
+[[models]]
+id = "chat"
+backend = "compute-vllm"
+description = "everyday questions"
+
+[[routers]]
+id = "auto"
+candidates = ["coder", "chat"]
+default = "chat"
+unlabelled = "builtin:roles"
+"""
+
+
+def test_workers_get_the_validated_catalog_from_a_file_however_big(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.server import worker_env
+
+    settings = load_settings(write(tmp_path, ROUTED), state_dir=tmp_path / "state")
+    env = worker_env(settings)
+    # one environment string may hold 128 KiB; the shipped prompts alone are more
+    assert max(len(k) + len(v.encode()) + 1 for k, v in env.items()) < 128 * 1024
+    snapshot = Path(env["APPLIANCE_CATALOG_FILE"])
+    assert snapshot.parent == tmp_path / "state" and snapshot.stat().st_mode & 0o077 == 0
+    assert snapshot.stat().st_size > 128 * 1024
+    (tmp_path / "catalog.toml").write_text(GOOD)   # the TOML changes after the start: workers do not see it
+    monkeypatch.delenv("APPLIANCE_CONFIG", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    worker = load_settings()
+    assert worker.catalog == settings.catalog and len(worker.catalog.routers[0].unlabelled_prompts) >= 900
+    snapshot.write_text('{"models": [{"id": 3}]}')
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value).startswith(f"config error: {snapshot}: models[0]") and "\n" not in str(err.value)
