@@ -398,7 +398,10 @@ async def main_async(args: argparse.Namespace) -> None:
                                       margin=margin, scoring=scoring, blocks=blocks,
                                       unlabelled=self_taught.unlabelled, trainer=LogisticTrainer())
         st_free, _, _ = await run_router(unbounded_st, prompts, 1)
-        self_teach = (len(taught), fresh[-1][0], taught_s, st_pred, st_times, st_defaulted, st_cpu, st_free)
+        # the longest prompts, in turns with the cards' router
+        st_long = await run_interleaved([self_taught, router], long_prompts(encoder, rows, args.long, 512),
+                                        args.rounds) if args.long else []
+        self_teach = (len(taught), fresh[-1][0], taught_s, st_pred, st_times, st_defaulted, st_cpu, st_free, st_long)
     kw_times: list[float] = []
     kw_pred = []
     for prompt in prompts:
@@ -439,12 +442,15 @@ async def main_async(args: argparse.Namespace) -> None:
                f"its training accuracy; {held_name} is held out), prepared in {fit_s:.1f} s, no budget",
                gold, cls_pred, rows, cls_times, fresh)
     if self_teach is not None:
-        taught_n, held_name, taught_s, st_pred, st_times, st_defaulted, st_cpu, st_free = self_teach
+        taught_n, held_name, taught_s, st_pred, st_times, st_defaulted, st_cpu, st_free, st_long = self_teach
         name = (f"self-taught: cards + {taught_n} prompts without labels (all but {held_name}), labelled by "
                 f"the cards, prepared in {taught_s:.1f} s")
         report(f"{name}; first pass at the budget", gold, st_pred, rows, st_times, fresh)
         print(f"defaulted by budget or error: {st_defaulted} of {len(st_times)}; decision CPU ms {quantiles(st_cpu)}")
         report(f"{name}; no budget", gold, st_free, rows, None, fresh)
+        for label, (_, long_times, long_defaulted, long_cpu) in zip(("self-taught", "cards' router"), st_long):
+            print(f"512-token prompts ({args.long}), {label}, in turns: decision ms {quantiles(long_times)}; "
+                  f"defaulted {long_defaulted}; CPU ms {quantiles(long_cpu)}")
     report(f"centroid of description + examples ({args.encoder}, margin 0.02, no budget)", gold, cen_pred, rows,
            cen_times, fresh)
     report(f"cosine to description ({args.encoder}, no budget)", gold, cos_pred, rows, cos_times, fresh)
@@ -464,6 +470,12 @@ async def main_async(args: argparse.Namespace) -> None:
         for r, g, p, tag in zip(fresh_rows, held_gold, free_pred[len(rows):], tags, strict=True):
             if g != p:
                 print(f"  {tag} {r['id']:>3} {r['lang']} {g} -> {p}: {r['prompt'][:90]!r}")
+        if self_teach is not None:
+            print(f"misrouted on {self_teach[1]} by the self-taught router (no budget):")
+            held = len(fresh_rows) - len(fresh[-1][2])
+            for r, g, p in zip(fresh[-1][2], fresh[-1][1], self_teach[7][len(rows) + held:], strict=True):
+                if g != p:
+                    print(f"  {r['id']:>3} {r['lang']} {g} -> {p}: {r['prompt'][:90]!r}")
 
 
 def main() -> None:
