@@ -448,7 +448,7 @@ async def main_async(args: argparse.Namespace) -> None:
         report(f"{name}; first pass at the budget", gold, st_pred, rows, st_times, fresh)
         print(f"defaulted by budget or error: {st_defaulted} of {len(st_times)}; decision CPU ms {quantiles(st_cpu)}")
         report(f"{name}; no budget", gold, st_free, rows, None, fresh)
-        for label, (_, long_times, long_defaulted, long_cpu) in zip(("self-taught", "cards' router"), st_long):
+        for label, (_, long_times, long_defaulted, long_cpu) in zip(("self-taught", "cards' router"), st_long, strict=False):
             print(f"512-token prompts ({args.long}), {label}, in turns: decision ms {quantiles(long_times)}; "
                   f"defaulted {long_defaulted}; CPU ms {quantiles(long_cpu)}")
     report(f"centroid of description + examples ({args.encoder}, margin 0.02, no budget)", gold, cen_pred, rows,
