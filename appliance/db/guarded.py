@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from appliance.domain.breaker import Breaker
+from appliance.domain.breaker import Breaker, State
 from appliance.domain.errors import DependencyUnavailable, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,11 @@ async def guarded_connection(pool: psycopg_pool.AsyncConnectionPool, breaker: Br
     if not breaker.allow():
         raise DependencyUnavailable(f"PostgreSQL is unavailable (next try in {breaker.retry_in():.0f} s)")
     try:
+        if breaker.state is State.HALF_OPEN:
+            # A probe: the outage left its broken connections idle in the pool, and a probe on
+            # one of them fails however well PostgreSQL is now (each such failure doubled the
+            # cool-down: 21 s to notice a restart that took 2). Drop them first.
+            await pool.check()
         async with pool.connection() as conn:
             yield conn
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError) as exc:

@@ -90,10 +90,14 @@ def test_postgres_down_degrades_rag_to_direct_and_the_gateway_keeps_serving(
         warned = [json.loads(x) for x in gw.log.read_text().splitlines() if "retrieval unavailable" in x]
         assert warned and warned[-1]["correlation_id"] == raw.headers["x-correlation-id"]
         pg.start()  # and it comes back by itself, once the breaker's cool-down lets a probe through
+        back = len(gw.log.read_text().splitlines())
         deadline = time.monotonic() + 30
         while call(gw, "POST", "/knowledge/home/search", {"query": "heat pump"})[0] != 200:
             assert time.monotonic() < deadline, "the store did not come back"
             time.sleep(0.5)
+        # the first probe once it is back finds it (not a connection the outage broke)
+        after = gw.log.read_text().splitlines()[back:]
+        assert not [x for x in after if "PostgreSQL breaker open" in x], after
     finally:
         procs.stop(gw.proc)
         pg.stop()
