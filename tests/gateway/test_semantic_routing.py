@@ -110,6 +110,22 @@ def test_anthropic_and_ollama_clients_can_ask_for_auto(gw: Gateway, llm: FakeLLM
     answer = ollama.Client(host=gw.url).chat(model="auto", messages=[{"role": "user", "content": GENERAL}])
     assert answer.model == "auto" and answer.message.content
     assert "auto" in [m.model for m in ollama.Client(host=gw.url).list().models]
+    generated = ollama.Client(host=gw.url).generate(model="auto", prompt=CODING)
+    assert generated.model == "auto" and generated.response
+    assert llm.requests()[-1]["model"] == "fake-model"
+
+
+def test_the_responses_api_can_ask_for_auto(gw: Gateway, llm: FakeLLM) -> None:
+    client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+    raw = client.responses.with_raw_response.create(model="auto", input=CODING)
+    assert raw.headers["x-appliance-selected-model"] == "coder"
+    assert raw.headers["x-appliance-route-reason"].startswith("cos ")
+    reply = raw.parse()
+    assert reply.model == "auto" and reply.output_text
+    with client.responses.with_streaming_response.create(model="auto", input=GENERAL, stream=True) as resp:
+        assert resp.headers["x-appliance-selected-model"] == "general"
+        kinds = [event.type for event in resp.parse()]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
 
 
 def test_routers_are_listed_counted_and_recorded(gw: Gateway, llm: FakeLLM) -> None:
