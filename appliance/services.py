@@ -65,6 +65,7 @@ from appliance.events.activity import PgActivityLog
 from appliance.events.wiring import build_events
 from appliance.feature import Feature, ReadinessCheck
 from appliance.inference.fallback import served_path
+from appliance.inference.learnt_models import LearntModelFiles
 from appliance.inference.prompt_encoder import PROMPT_BLOCKS
 from appliance.inference.prompt_trainer import LogisticTrainer
 from appliance.inference.wiring import Inference
@@ -173,6 +174,7 @@ def build_routers(settings: Settings, inference: Inference) -> dict[str, Semanti
     models = {m.id: m for m in catalog.models}
     budget_s = max(r.budget_ms for r in catalog.routers) / 1000
     encoder = inference.prompt_encoder(deadline_s=budget_s)
+    learnt = LearntModelFiles(settings.state_dir / "routers")   # fitted classifiers, kept between starts
     routers: dict[str, SemanticRouter] = {}
     for r in catalog.routers:
         cards = [Card(c, models[c].description, models[c].examples, models[c].context_length,
@@ -184,7 +186,8 @@ def build_routers(settings: Settings, inference: Inference) -> dict[str, Semanti
                                        max_cost_per_mtok=r.max_cost_per_mtok, margin=r.margin,
                                        scoring=r.scoring, blocks=PROMPT_BLOCKS, training=training,
                                        unlabelled=r.unlabelled_prompts,
-                                       trainer=LogisticTrainer() if training or r.unlabelled_prompts else None)
+                                       trainer=LogisticTrainer() if training or r.unlabelled_prompts else None,
+                                       learnt_models=learnt)
     return routers
 
 

@@ -49,6 +49,24 @@ class LinearModel:
 
 
 class PromptTrainer(Protocol):
+    @property
+    def recipe(self) -> str:
+        """The method and its settings: a model kept from another recipe is not reused."""
+        ...
+
     async def fit(self, vectors: Sequence[Sequence[float]], labels: Sequence[str]) -> LinearModel:
         """A model that predicts `labels` from `vectors` (one label per vector)."""
+        ...
+
+
+class LearntModels(Protocol):
+    """Fitted classifiers kept between starts, by a key naming everything they came from: a
+    router learning from hundreds of prompts embeds and fits them once, not at every start."""
+
+    async def get(self, key: str) -> LinearModel | None:
+        """The model kept under `key`, or None (none kept, or it cannot be read)."""
+        ...
+
+    async def put(self, key: str, model: LinearModel) -> None:
+        """Keep `model` under `key`; a failure to keep it is not the caller's."""
         ...

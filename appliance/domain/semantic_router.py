@@ -40,6 +40,8 @@ winner's score, a weighted mean of cosines, and its lead), ``default: over budge
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import math
 import statistics
 import time
@@ -50,7 +52,7 @@ from types import MappingProxyType
 from typing import Final, Protocol
 
 from appliance.domain.card_scores import SCORINGS, Block, CardIndex, Scoring
-from appliance.domain.prompt_classifier import LinearModel, PromptTrainer
+from appliance.domain.prompt_classifier import LearntModels, LinearModel, PromptTrainer
 
 _WEIGHT_KEYS: Final = ("quality", "latency", "cost")
 _NO_LATENCY: Final[Mapping[str, float]] = MappingProxyType({})
@@ -136,13 +138,14 @@ class SemanticRouter:
                  max_cost_per_mtok: float | None = None, margin: float | Sequence[float] = 0.0,
                  scoring: Scoring = "nearest", nearest: int = 2, blocks: Sequence[Block] | None = None,
                  training: Sequence[tuple[str, str]] = (), unlabelled: Sequence[str] = (),
-                 trainer: PromptTrainer | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+                 trainer: PromptTrainer | None = None, learnt_models: LearntModels | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         """`blocks`: the parts of the encoder's vector that come from different models
         (`prompt_encoder.PROMPT_BLOCKS`), scored apart by `scoring="nearest"`; None is one
         sentence block. `nearest`: how many of a card's texts count in a sentence block.
         `margin`: one for the whole vector, or one per block. `training`: (prompt, candidate)
         pairs for `trainer` to learn a classifier from, every candidate among them. `unlabelled`:
-        prompts the cards label for `trainer` instead (one or the other, not both)."""
+        prompts the cards label for `trainer` instead (one or the other, not both).
+        `learnt_models`: where a fitted classifier is kept for the next start."""
         ids = [c.id for c in cards]
         if not ids:
             raise ValueError(f"router {id!r} has no candidates")
@@ -180,6 +183,7 @@ class SemanticRouter:
         self.training = tuple(training)
         self.unlabelled = tuple(unlabelled)
         self.trainer = trainer
+        self.learnt_models = learnt_models
         self._model: LinearModel | None = None
         self._clock = clock
         self._index: CardIndex | None = None
@@ -206,14 +210,42 @@ class SemanticRouter:
         for owner, vector in zip(owners, vectors, strict=True):
             by_card.setdefault(owner, []).append(vector)
         index = CardIndex(by_card, scoring=self.scoring, nearest=self.nearest, blocks=self.blocks)
-        if self.trainer is not None and self.training:
+        if self.trainer is not None and (self.training or self.unlabelled):
+            self._model = await self._learnt(self.trainer, index, vectors, owners)
+        self._index = index
+
+    async def _learnt(self, trainer: PromptTrainer, index: CardIndex, vectors: Sequence[Sequence[float]],
+                      owners: Sequence[str]) -> LinearModel:
+        """The classifier: from `learnt_models` when it holds one for exactly these inputs
+        (the cards' vectors stand for the encoder: any change to it changes them), else fitted."""
+        key = self._learning_key(trainer, vectors, owners)
+        ids = {c.id for c in self.cards}
+        if self.learnt_models is not None:
+            kept = await self.learnt_models.get(key)
+            if kept is not None and set(kept.classes) == ids and kept.dimensions == index.dimensions:
+                return kept
+        if self.training:
             learnt = await self._embed_all([prompt for prompt, _ in self.training])
-            self._model = await self.trainer.fit(learnt, [label for _, label in self.training])
-        elif self.trainer is not None and self.unlabelled:
+            model = await trainer.fit(learnt, [label for _, label in self.training])
+        else:
             pool = [v for v in await self._embed_all(self.unlabelled) if any(v)]   # a zero vector says nothing
             labels = [self._card_choice(index, v) for v in pool]
-            self._model = await self.trainer.fit([*vectors, *pool], [*owners, *labels])
-        self._index = index
+            model = await trainer.fit([*vectors, *pool], [*owners, *labels])
+        if self.learnt_models is not None:
+            await self.learnt_models.put(key, model)
+        return model
+
+    def _learning_key(self, trainer: PromptTrainer, vectors: Sequence[Sequence[float]], owners: Sequence[str]) -> str:
+        """What the classifier depends on, hashed: the cards' vectors (to 5 decimals), their
+        owners, what decides a card label (default, margins, scoring), the prompts, the trainer."""
+        digest = hashlib.sha256()
+        head = [trainer.recipe, self.default, list(self.margins), self.scoring, self.nearest,
+                [[b.size, b.nearest] for b in self.blocks or ()], list(owners), list(self.training),
+                list(self.unlabelled)]
+        digest.update(json.dumps(head).encode())
+        for vector in vectors:
+            digest.update(",".join(f"{x:.5f}" for x in vector).encode())
+        return digest.hexdigest()
 
     async def _embed_all(self, prompts: Sequence[str]) -> list[array[float]]:
         """Prompts to learn from, embedded as cards are (whole, no budget), in slices within a

@@ -43,6 +43,8 @@ def fit_logistic(vectors: np.ndarray, labels: Sequence[str], *, l2: float = L2, 
 
 
 class LogisticTrainer:
+    recipe = f"logistic l2={L2} steps={STEPS} step={STEP_SIZE}"
+
     async def fit(self, vectors: Sequence[Sequence[float]], labels: Sequence[str]) -> LinearModel:
         array = np.asarray(vectors, dtype=np.float64)
         return await asyncio.to_thread(fit_logistic, array, list(labels))

@@ -216,3 +216,31 @@ def test_unlabelled_prompts_are_read_from_a_file_or_the_shipped_roles(tmp_path: 
     (tmp_path / "catalog.toml").write_text(unlabelled.replace("examples/pool.jsonl", "examples/none.jsonl"))
     with pytest.raises(ConfigError, match=r"routers\[0\]\.unlabelled: .*none\.jsonl"):
         load_settings(tmp_path / "catalog.toml")
+
+
+async def test_a_fitted_classifier_is_kept_for_the_next_start_with_the_same_inputs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from appliance.inference.learnt_models import LearntModelFiles
+
+    pool = ["the code crashes", "math homework", "a chat"] * 10
+
+    async def start(cards: list[Card] = CARDS) -> tuple[SemanticRouter, FakeEncoder, RecordingTrainer]:
+        encoder, trainer = FakeEncoder(), RecordingTrainer()
+        r = SemanticRouter("auto", cards, "general", encoder, budget_ms=1000.0, unlabelled=pool, trainer=trainer,
+                           learnt_models=LearntModelFiles(tmp_path / "routers"))
+        await r.prepare()
+        return r, encoder, trainer
+
+    first, encoder, trainer = await start()
+    assert len(trainer.seen) == 1 and [len(c) for c in encoder.cards] == [6, 30]
+    again, encoder, trainer = await start()
+    assert trainer.seen == [] and [len(c) for c in encoder.cards] == [6]   # only the cards embedded
+    for prompt in ("please fix the code", "some math", "chat chat"):
+        assert (await again.choose(prompt)).model == (await first.choose(prompt)).model
+    other = [Card("coder", "code", ("fix this code", "code code")), *CARDS[1:]]
+    _, _, trainer = await start(other)   # another card: another key, fitted again
+    assert len(trainer.seen) == 1
+    for kept in (tmp_path / "routers").glob("*.json"):
+        kept.write_text("{not json")
+    _, _, trainer = await start()
+    assert len(trainer.seen) == 1 and "could not be read" in caplog.text
