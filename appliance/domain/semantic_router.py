@@ -138,7 +138,8 @@ class SemanticRouter:
                  max_cost_per_mtok: float | None = None, margin: float | Sequence[float] = 0.0,
                  scoring: Scoring = "nearest", nearest: int = 2, blocks: Sequence[Block] | None = None,
                  training: Sequence[tuple[str, str]] = (), unlabelled: Sequence[str] = (),
-                 trainer: PromptTrainer | None = None, learnt_models: LearntModels | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+                 trainer: PromptTrainer | None = None, learnt_models: LearntModels | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         """`blocks`: the parts of the encoder's vector that come from different models
         (`prompt_encoder.PROMPT_BLOCKS`), scored apart by `scoring="nearest"`; None is one
         sentence block. `nearest`: how many of a card's texts count in a sentence block.
@@ -218,11 +219,11 @@ class SemanticRouter:
                       owners: Sequence[str]) -> LinearModel:
         """The classifier: from `learnt_models` when it holds one for exactly these inputs
         (the cards' vectors stand for the encoder: any change to it changes them), else fitted."""
-        key = self._learning_key(trainer, vectors, owners)
-        ids = {c.id for c in self.cards}
+        key = self._learning_key(trainer, vectors, owners) if self.learnt_models is not None else ""
         if self.learnt_models is not None:
             kept = await self.learnt_models.get(key)
-            if kept is not None and set(kept.classes) == ids and kept.dimensions == index.dimensions:
+            if kept is not None and set(kept.classes) == {c.id for c in self.cards} \
+                    and kept.dimensions == index.dimensions:
                 return kept
         if self.training:
             learnt = await self._embed_all([prompt for prompt, _ in self.training])

@@ -2,11 +2,11 @@
 one JSON file per key under a directory of the state dir.
 
 Why: a router that teaches itself from the 924 shipped prompts embeds them and fits, ~4 s in
-each worker; a gateway listened after 10-11 s instead of 4-6 (docs/routing.md), and with the
-model kept after 4-6 s again. The key names the
-cards' vectors, the prompts and the trainer's recipe, so a kept model is only reused for the
-same inputs. A file that cannot be read is ignored (the model is fitted again); one that
-cannot be written costs the next start the fit, nothing else.
+each worker: a gateway listened after 10-11 s instead of 4-6 (docs/routing.md), and after 4-6 s
+again with the model kept. The key names the cards' vectors, the prompts and the trainer's
+recipe, so a kept model is only reused for the same inputs. A file that cannot be read is
+ignored (the model is fitted again); one that cannot be written costs the next start the fit,
+nothing else.
 """
 
 from __future__ import annotations
