@@ -68,7 +68,8 @@ HERE = Path(__file__).resolve().parent
 # held-out sets, each written after the method of its day was fixed and frozen before any
 # method was tried on it; reported apart, nothing tuned on them (docs/routing.md)
 FRESH_FILES = {"fresh held-out": "routing_prompts_fresh.jsonl", "fresh2 held-out": "routing_prompts_fresh2.jsonl",
-               "fresh3 held-out": "routing_prompts_fresh3.jsonl", "fresh4 held-out": "routing_prompts_fresh4.jsonl"}
+               "fresh3 held-out": "routing_prompts_fresh3.jsonl", "fresh4 held-out": "routing_prompts_fresh4.jsonl",
+               "fresh5 held-out": "routing_prompts_fresh5.jsonl"}
 # the classifier learns from every set but the last present, and the self-taught router from
 # the same prompts without their labels: that last set is their held-out figure
 LABELS = ("coding", "reasoning", "general")
