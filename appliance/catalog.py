@@ -123,7 +123,7 @@ class RouterConfig(Strict):
     training_examples: tuple[LabelledPrompt, ...] = ()
     # prompts without labels to teach itself from (instead of `training`): the cards label each
     # as they would route it, and a classifier learns from the cards' texts and those prompts:
-    # 88.7% -> 95.3% right on a blind set (docs/routing.md). A JSON Lines file of {"prompt"} (a
+    # 86% -> 95.3% right on two blind sets (docs/routing.md). A JSON Lines file of {"prompt"} (a
     # "model" in it is ignored), relative to the catalog, or "builtin:roles" (its 924 prompts,
     # labels dropped); its lines land in `unlabelled_prompts`, which may also be written inline
     unlabelled: str | None = None

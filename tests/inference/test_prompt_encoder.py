@@ -129,6 +129,13 @@ async def test_inline_and_executor_give_the_same_vectors(vectors: PromptVectors)
     assert len(inline) == 3 and len(inline[0]) == 896
 
 
+def test_one_prompt_with_its_token_half_beside_gives_the_batch_vector_exactly(vectors: PromptVectors) -> None:
+    # one prompt (a decision) makes its e5 half in a second thread; a batch makes it in line
+    long = " ".join(ENGLISH) * 40
+    for prompt in (*ENGLISH, long, "नमस्ते, आप कैसे हैं?"):
+        assert np.array_equal(vectors.embed([prompt])[0], vectors.embed([prompt, "x"])[0])
+
+
 @pytest.mark.parametrize("prompt", [
     # German: "My Python script aborts with a KeyError when reading the JSON file; how do I catch that?"
     "Mein Python-Skript bricht beim Einlesen der JSON-Datei mit einem KeyError ab, wie fange ich das ab?",
