@@ -219,22 +219,25 @@ class SemanticRouter:
                       owners: Sequence[str]) -> LinearModel:
         """The classifier: from `learnt_models` when it holds one for exactly these inputs
         (the cards' vectors stand for the encoder: any change to it changes them), else fitted."""
-        key = self._learning_key(trainer, vectors, owners) if self.learnt_models is not None else ""
-        if self.learnt_models is not None:
-            kept = await self.learnt_models.get(key)
-            if kept is not None and set(kept.classes) == {c.id for c in self.cards} \
-                    and kept.dimensions == index.dimensions:
-                return kept
+        store = self.learnt_models
+        if store is None:
+            return await self._fit(trainer, index, vectors, owners)
+        key = self._learning_key(trainer, vectors, owners)
+        kept = await store.get(key)
+        if kept is not None and set(kept.classes) == {c.id for c in self.cards} and kept.dimensions == index.dimensions:
+            return kept
+        model = await self._fit(trainer, index, vectors, owners)
+        await store.put(key, model)
+        return model
+
+    async def _fit(self, trainer: PromptTrainer, index: CardIndex, vectors: Sequence[Sequence[float]],
+                   owners: Sequence[str]) -> LinearModel:
         if self.training:
             learnt = await self._embed_all([prompt for prompt, _ in self.training])
-            model = await trainer.fit(learnt, [label for _, label in self.training])
-        else:
-            pool = [v for v in await self._embed_all(self.unlabelled) if any(v)]   # a zero vector says nothing
-            labels = [self._card_choice(index, v) for v in pool]
-            model = await trainer.fit([*vectors, *pool], [*owners, *labels])
-        if self.learnt_models is not None:
-            await self.learnt_models.put(key, model)
-        return model
+            return await trainer.fit(learnt, [label for _, label in self.training])
+        pool = [v for v in await self._embed_all(self.unlabelled) if any(v)]   # a zero vector says nothing
+        labels = [self._card_choice(index, v) for v in pool]
+        return await trainer.fit([*vectors, *pool], [*owners, *labels])
 
     def _learning_key(self, trainer: PromptTrainer, vectors: Sequence[Sequence[float]], owners: Sequence[str]) -> str:
         """What the classifier depends on, hashed: the cards' vectors (to 5 decimals), their
@@ -258,11 +261,10 @@ class SemanticRouter:
         return out
 
     def _card_choice(self, index: CardIndex, vector: Sequence[float]) -> str:
-        """The candidate the cards alone would pick for `vector` (scores and margin, every
+        """The candidate the cards alone would pick for `vector` (as `choose` does, among every
         candidate): the label a prompt without one learns under."""
-        scores = index.scores(vector, [c.id for c in self.cards])
-        scores[self.default] += self._margin(index, vector)
-        return max(scores, key=scores.__getitem__)
+        sims, _ = self._card_sims(index, vector, [c.id for c in self.cards])
+        return max(sims, key=sims.__getitem__)
 
     def fits(self, card: Card, prompt_tokens: int | None) -> bool:
         if prompt_tokens is not None and card.context_length is not None and prompt_tokens > card.context_length:
@@ -300,14 +302,19 @@ class SemanticRouter:
         elapsed = self._elapsed_ms(start)
         if elapsed > self.budget_ms:
             return self._default(f"default: over budget ({elapsed:.1f} ms > {self.budget_ms:g} ms)", start)
+        ids = [c.id for c in fitting]
         if self._model is not None:
-            scores, margin, kind = self._model.probabilities(vectors[0], [c.id for c in fitting]), 0.0, "p"
+            sims, margin, kind = self._model.probabilities(vectors[0], ids), 0.0, "p"
         else:
-            scores, margin, kind = index.scores(vectors[0], [c.id for c in fitting]), self._margin(index, vectors[0]), "cos"
-        sims = {k: v + (margin if k == self.default else 0.0) for k, v in scores.items()}
+            (sims, margin), kind = self._card_sims(index, vectors[0], ids), "cos"
         if self.weights is None:
             return self._by_similarity(sims, margin, kind, start)
         return self._by_weights(fitting, sims, latency_ms, self.weights, start)
+
+    def _card_sims(self, index: CardIndex, vector: Sequence[float], ids: Sequence[str]) -> tuple[dict[str, float], float]:
+        """Each of `ids`' card score for `vector`, the default's with its margin added; and that margin."""
+        margin = self._margin(index, vector)
+        return {k: v + (margin if k == self.default else 0.0) for k, v in index.scores(vector, ids).items()}, margin
 
     def _margin(self, index: CardIndex, vector: Sequence[float]) -> float:
         """The default's lead for this prompt: the margins weighted by its share of each block."""

@@ -85,7 +85,8 @@ class PromptVectors:
         self.limits = limits
         self.model_id = self.MODEL_ID
         self.dimensions = 512 + e5.dimensions
-        self._e5_thread: ThreadPoolExecutor | None = None
+        # a decision's e5 half (below); the pool starts its thread at the first submit
+        self._e5_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt-e5")
         if self.dimensions != sum(b.size for b in PROMPT_BLOCKS):
             raise ValueError(f"prompt vectors have {self.dimensions} dimensions, not what PROMPT_BLOCKS say")
 
@@ -99,7 +100,7 @@ class PromptVectors:
         lim = self.limits
         head, tail = (lim.card_use_tokens, 0) if cards else (lim.use_head, lim.use_tail)
         cuts = [bounded_slice(text, lim.max_chars) for text in texts]
-        beside = self._beside().submit(self._e5_rows, cuts) if len(cuts) == 1 and not cards else None
+        beside = self._e5_thread.submit(self._e5_rows, cuts) if len(cuts) == 1 and not cards else None
         use_ids: list[list[int]] = []
         gates: list[float] = []
         for cut in cuts:
@@ -121,11 +122,6 @@ class PromptVectors:
 
     def _e5_rows(self, cuts: Sequence[str]) -> list[np.ndarray]:
         return [self.e5.embed_ids(self.e5.ids(cut, self.limits.e5_tokens)) for cut in cuts]
-
-    def _beside(self) -> ThreadPoolExecutor:
-        if self._e5_thread is None:
-            self._e5_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt-e5")
-        return self._e5_thread
 
 
 def load_prompt_vectors(limits: EncoderLimits | None = None, e5_model: Path | None = None,
